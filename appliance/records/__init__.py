@@ -1,0 +1,61 @@
+"""The box's records (SQLAlchemy 2 models), grouped by domain. Import from here."""
+
+from appliance.records.base import Base, UTCDateTime, new_uuid, utcnow
+from appliance.records.box import BoxInfo
+from appliance.records.hiring import (
+    Application,
+    Comment,
+    InterviewPlan,
+    InterviewQuestion,
+    Job,
+    JobStatus,
+    RubricLine,
+    ScoringDimension,
+    ScoringTemplate,
+    Stage,
+)
+from appliance.records.interviews import (
+    Answer,
+    Evaluation,
+    InterviewSession,
+    Recording,
+    SessionStatus,
+)
+from appliance.records.jobs import JobRun, RunStatus
+from appliance.records.org import OrgKind, OrgUnit, Role, RoleAssignment, User
+from appliance.records.people import Candidate, Employee, Referral, Subject, SubjectKind
+
+__all__ = [
+    "Answer",
+    "Application",
+    "Base",
+    "BoxInfo",
+    "Candidate",
+    "Comment",
+    "Employee",
+    "Evaluation",
+    "InterviewPlan",
+    "InterviewQuestion",
+    "InterviewSession",
+    "Job",
+    "JobRun",
+    "JobStatus",
+    "OrgKind",
+    "OrgUnit",
+    "Recording",
+    "Referral",
+    "Role",
+    "RoleAssignment",
+    "RubricLine",
+    "RunStatus",
+    "ScoringDimension",
+    "ScoringTemplate",
+    "SessionStatus",
+    "Stage",
+    "Subject",
+    "SubjectKind",
+    "User",
+    "UTCDateTime",
+    "new_uuid",
+    "utcnow",
+]

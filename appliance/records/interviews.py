@@ -1,0 +1,103 @@
+"""Interview sessions, answers, their recordings and the evaluations of them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from appliance.personal import PersonalField
+from appliance.records.base import Base, UTCDateTime, utcnow
+from appliance.records.hiring import Application, InterviewPlan
+
+
+class SessionStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class InterviewSession(Base):
+    __tablename__ = "interview_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("interview_plans.id"))
+    status: Mapped[SessionStatus] = mapped_column(
+        Enum(SessionStatus, native_enum=False, length=16), default=SessionStatus.SCHEDULED
+    )
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    current_position: Mapped[int] = mapped_column(default=0)
+    interviewer_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    """Users assigned to review this session (the interviewer role's row scope)."""
+
+    application: Mapped[Application] = relationship()
+    plan: Mapped[InterviewPlan] = relationship()
+    answers: Mapped[list[Answer]] = relationship(back_populates="session")
+
+
+class Answer(Base):
+    """One take of one question; `transcript` is the candidate's words, so it is sealed."""
+
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("interview_sessions.id"), index=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("interview_questions.id"))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    attempt: Mapped[int] = mapped_column(default=1)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    transcript_sealed: Mapped[bytes | None] = mapped_column("transcript", LargeBinary)
+    transcript = PersonalField("transcript_sealed")
+
+    session: Mapped[InterviewSession] = relationship(back_populates="answers")
+    recordings: Mapped[list[Recording]] = relationship(back_populates="answer")
+
+
+class Recording(Base):
+    """A reference to an encrypted blob (the media itself never sits in the database)."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"), index=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    blob_id: Mapped[str] = mapped_column(String(32), unique=True)
+    media_type: Mapped[str] = mapped_column(String(80))
+    duration_ms: Mapped[int | None]
+    size_bytes: Mapped[int | None]
+    complete: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    answer: Mapped[Answer] = relationship(back_populates="recordings")
+
+
+class Evaluation(Base):
+    """A score of an application, by a named person or by the AI (which only advises)."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("interview_sessions.id"))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    evaluator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    """None for an AI evaluation."""
+    kind: Mapped[str] = mapped_column(String(16))
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Dimension id -> score, plus model versions and confidence for AI scores."""
+    overall: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    notes_sealed: Mapped[bytes | None] = mapped_column("notes", LargeBinary)
+    notes = PersonalField("notes_sealed")

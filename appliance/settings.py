@@ -1,0 +1,208 @@
+"""One typed, frozen settings object for the whole box.
+
+Sources, lowest precedence first (Zulip's split of machine config and
+secrets): the TOML config file (`/etc/enclave/appliance.toml` or
+`--config`), the secrets file (TOML, mode 0640 at most, service user only),
+then `ENCLAVE_*` environment variables (`ENCLAVE_DATA_DIR`,
+`ENCLAVE_WEB__PORT` for nested keys). A missing or malformed value stops
+the start with a message naming the key and where it was expected.
+
+Times are stored in UTC everywhere; `Settings.timezone` is only for display.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from appliance.errors import SettingsError
+
+DEFAULT_CONFIG = Path("/etc/enclave/appliance.toml")
+DEFAULT_SECRETS = Path("/etc/enclave/secrets.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/enclave")
+ENV_PREFIX = "ENCLAVE_"
+QUEUES = ("realtime", "analysis", "documents", "outbox", "maintenance")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WebSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    hostnames: tuple[str, ...] = ("localhost",)
+    """Names the box's TLS certificate covers (its intranet DNS names and IPs)."""
+
+
+class WorkerSettings(_Frozen):
+    queues: tuple[str, ...] = QUEUES
+    max_jobs: int = Field(500, ge=1)
+    """A worker restarts after this many jobs to bound the memory models leak."""
+
+    @field_validator("queues")
+    @classmethod
+    def _known_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(QUEUES))
+        if unknown:
+            raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
+        return value
+
+
+class SmtpSettings(_Frozen):
+    host: str | None = None
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = None
+    """Secret: put it in the secrets file, not the config file."""
+    sender: str = "noreply@enclave.invalid"
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> SmtpSettings:
+        if self.host and self.username and not self.password:
+            raise ValueError(
+                "smtp.password is required when smtp.username is set; put it in the secrets file"
+            )
+        return self
+
+
+class Settings(_Frozen):
+    data_dir: Path = DEFAULT_DATA_DIR
+    timezone: str = "Asia/Shanghai"
+    """The hospital's zone, for display only: times are stored in UTC."""
+    language: str = Field("zh-CN", pattern=r"^(zh-CN|en)$")
+    demo: bool = False
+    """Demo mode accepts the fixed demo TOTP code; never set it on a real box."""
+    key_file: Path | None = None
+    """Auto-unseal key file; default `<data_dir>/keys/unseal.key`."""
+    web: WebSettings = WebSettings()
+    workers: WorkerSettings = WorkerSettings()
+    smtp: SmtpSettings = SmtpSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def unseal_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "keys" / "unseal.key"
+
+    def with_data_dir(self, data_dir: Path) -> Settings:
+        return self.model_copy(update={"data_dir": data_dir})
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{what} {path} is not valid TOML: {exc}") from exc
+    except PermissionError as exc:
+        raise SettingsError(f"{what} {path} is not readable by this user") from exc
+
+
+def _check_secrets_mode(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o137:
+        raise SettingsError(
+            f"secrets file {path} has mode {mode:04o}; it must be 0640 or tighter "
+            f"(chmod 0640 {path})"
+        )
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """`ENCLAVE_WEB__PORT=9443` becomes {"web": {"port": "9443"}}; pydantic converts types."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ("ENCLAVE_CONFIG", "ENCLAVE_SECRETS"):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        value_any: Any = value
+        if path[-1] == "hostnames" or path[-1] == "queues":
+            value_any = [v.strip() for v in value.split(",") if v.strip()]
+        node[path[-1]] = value_any
+    return out
+
+
+def _merge(
+    base: dict[str, Any], top: dict[str, Any], origin: dict[str, str], source: str, prefix: str = ""
+) -> None:
+    for key, value in top.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if not isinstance(base.get(key), dict):
+                base[key] = {}
+            _merge(base[key], value, origin, source, dotted + ".")
+        else:
+            base[key] = value
+            origin[dotted] = source
+
+
+def load_settings(
+    config: Path | None = None,
+    secrets: Path | None = None,
+    environ: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> Settings:
+    """Build the settings; `data_dir` (from `--data-dir`) beats every other source."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit_config = config or (
+        Path(environ["ENCLAVE_CONFIG"]) if "ENCLAVE_CONFIG" in environ else None
+    )
+    config_path = explicit_config or DEFAULT_CONFIG
+    secrets_path = secrets or Path(environ.get("ENCLAVE_SECRETS", DEFAULT_SECRETS))
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if config_path.exists():
+        _merge(merged, _read_toml(config_path, "config file"), origin, f"config file {config_path}")
+    elif explicit_config:
+        raise SettingsError(f"config file {config_path} does not exist")
+    if secrets_path.exists():
+        _check_secrets_mode(secrets_path)
+        _merge(
+            merged, _read_toml(secrets_path, "secrets file"), origin, f"secrets file {secrets_path}"
+        )
+    _merge(merged, _env_overrides(environ), origin, "environment (ENCLAVE_*)")
+    if data_dir is not None:
+        _merge(merged, {"data_dir": str(data_dir)}, origin, "--data-dir")
+
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, origin, config_path, secrets_path)) from None
+
+
+def _explain(exc: ValidationError, origin: dict[str, str], config: Path, secrets: Path) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown setting (from {origin.get(key, 'somewhere')})")
+            continue
+        where = origin.get(key) or next(
+            (src for k, src in origin.items() if k.startswith(key + ".")), None
+        )
+        where = where or f"expected in config file {config}, secrets file {secrets} or ENCLAVE_*"
+        lines.append(f"  {key}: {err['msg']} ({where})")
+    return "\n".join(lines)

@@ -125,13 +125,15 @@ def _read_header(blob_id: str, fd: int) -> _Header:
     return _Header.parse(blob_id, os.pread(fd, HEADER_SIZE, 0))
 
 
-class _ChunkCipher:
-    """Seals and opens the records of one blob under its own sub-key and AAD."""
+class ChunkCipher:
+    """Seals and opens numbered records of one stream; the AAD binds prefix, index and final.
 
-    def __init__(self, blob_id: str, header: _Header, subject_key: bytes) -> None:
-        info = b"enclave:blob:" + blob_id.encode("ascii")
-        self._aead = AESGCM(crypto.derive_key(subject_key, info=info, salt=header.salt))
-        self._aad_prefix = hashlib.sha256(header.raw).digest() + bytes.fromhex(blob_id)
+    Blobs use it with a per-blob sub-key; backups use it for their outer layer.
+    """
+
+    def __init__(self, key: bytes, aad_prefix: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._aad_prefix = aad_prefix
 
     def _aad(self, index: int, final: bool) -> bytes:
         return self._aad_prefix + struct.pack(">QB", index, 1 if final else 0)
@@ -151,6 +153,13 @@ class _ChunkCipher:
             return None
 
 
+def _blob_cipher(blob_id: str, header: _Header, subject_key: bytes) -> ChunkCipher:
+    """The records of one blob, under its own sub-key, bound to its header and id."""
+    info = b"enclave:blob:" + blob_id.encode("ascii")
+    key = crypto.derive_key(subject_key, info=info, salt=header.salt)
+    return ChunkCipher(key, hashlib.sha256(header.raw).digest() + bytes.fromhex(blob_id))
+
+
 class BlobWriter:
     """Streams one new blob to disk, one chunk at a time.
 
@@ -167,7 +176,7 @@ class BlobWriter:
     """
 
     def __init__(
-        self, blob_id: str, fd: int, path: Path, cipher: _ChunkCipher, chunk_size: int
+        self, blob_id: str, fd: int, path: Path, cipher: ChunkCipher, chunk_size: int
     ) -> None:
         self.blob_id = blob_id
         self._fd: int | None = fd
@@ -260,7 +269,7 @@ class BlobReader:
     """
 
     def __init__(
-        self, blob_id: str, fd: int, header: _Header, cipher: _ChunkCipher, partial_ok: bool
+        self, blob_id: str, fd: int, header: _Header, cipher: ChunkCipher, partial_ok: bool
     ) -> None:
         self.blob_id = blob_id
         self.subject_id = header.subject_id
@@ -443,7 +452,7 @@ class BlobStore:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        cipher = _ChunkCipher(blob_id, header, subject_key)
+        cipher = _blob_cipher(blob_id, header, subject_key)
         return BlobWriter(blob_id, fd, path, cipher, self._chunk_size)
 
     def put(self, subject_id: str, chunks: Iterable[bytes]) -> str:
@@ -467,7 +476,7 @@ class BlobStore:
         fd = self._open_fd(blob_id)
         try:
             header = _read_header(blob_id, fd)
-            cipher = _ChunkCipher(blob_id, header, self._keyring.data_key(header.subject_id))
+            cipher = _blob_cipher(blob_id, header, self._keyring.data_key(header.subject_id))
             return BlobReader(blob_id, fd, header, cipher, partial_ok)
         except BaseException:
             os.close(fd)

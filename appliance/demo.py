@@ -110,7 +110,7 @@ def _seed_accounts(session: Session, units: dict[str, OrgUnit]) -> list[tuple[st
     hasher = PasswordHasher()
     logins = []
     for role, username, display, org in _ACCOUNTS:
-        password = f"Demo-{username}-2026"
+        password = demo_password(username)
         secret = pyotp.random_base32()
         user = User(
             username=username,
@@ -172,3 +172,25 @@ def _seed_candidates(
         session.add(candidate)
         candidate.name, candidate.phone, candidate.email = name, phone, email
         session.add(Application(candidate=candidate, job=jobs[i % len(jobs)]))
+
+
+def demo_password(username: str) -> str:
+    """Demo passwords are derived from the username so `appliance run` can print them again."""
+    return f"Demo-{username}-2026"
+
+
+def demo_logins(store: Store) -> list[tuple[str, str, str, str]]:
+    """(role, username, password, TOTP secret) of a demo box's accounts, for the start banner."""
+    from sqlalchemy import select
+
+    with store.session() as session:
+        users = session.scalars(select(User).order_by(User.id)).all()
+        return [
+            (
+                u.roles[0].role.value if u.roles else "-",
+                u.username,
+                demo_password(u.username),
+                u.totp_secret or "",
+            )
+            for u in users
+        ]

@@ -175,7 +175,13 @@ def unseal(data_dir: Path, key_file: Path | None = None, passphrase: str | None 
 
 
 def unwrap_keystore(doc: dict[str, Any], key_file: Path | None, passphrase: str | None) -> BoxKeys:
-    master_doc = doc["master"]
+    return _unwrap_box_keys(unwrap_master(doc["master"], key_file, passphrase), doc["keys"])
+
+
+def unwrap_master(
+    master_doc: dict[str, Any], key_file: Path | None, passphrase: str | None
+) -> bytes:
+    """The master key from its passphrase wrap (if a passphrase is given) or key-file wrap."""
     try:
         if passphrase is not None:
             wrap = master_doc["by_passphrase"]
@@ -184,18 +190,16 @@ def unwrap_keystore(doc: dict[str, Any], key_file: Path | None, passphrase: str 
                 _unb64(wrap["salt"]),
                 crypto.Argon2Params.from_dict(wrap["params"]),
             )
-            master = crypto.open_sealed(kek, _unb64(wrap["sealed"]), b"enclave:master:passphrase")
-        elif key_file is not None:
+            return crypto.open_sealed(kek, _unb64(wrap["sealed"]), b"enclave:master:passphrase")
+        if key_file is not None:
             file_key = _read_key_file(key_file, master_doc["key_file_id"])
-            master = crypto.open_sealed(
+            return crypto.open_sealed(
                 file_key, _unb64(master_doc["by_key_file"]), b"enclave:master:key-file"
             )
-        else:
-            raise MissingKeyError("no key file or recovery passphrase given")
     except IntegrityError:
         what = "recovery passphrase" if passphrase is not None else f"key file {key_file}"
-        raise WrongKeyError(f"the {what} does not unlock this data dir's master key") from None
-    return _unwrap_box_keys(master, doc["keys"])
+        raise WrongKeyError(f"the {what} does not unlock this master key") from None
+    raise MissingKeyError("no key file or recovery passphrase given")
 
 
 def _unwrap_box_keys(master: bytes, wrapped: dict[str, str]) -> BoxKeys:

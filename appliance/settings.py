@@ -12,8 +12,10 @@ Times are stored in UTC everywhere; `Settings.timezone` is only for display.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.errors import SettingsError
+from appliance.queue import QUEUES
 
 DEFAULT_CONFIG = Path("/etc/enclave/appliance.toml")
 DEFAULT_SECRETS = Path("/etc/enclave/secrets.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/enclave")
 ENV_PREFIX = "ENCLAVE_"
-QUEUES = ("realtime", "analysis", "documents", "outbox", "maintenance")
 
 
 class _Frozen(BaseModel):
@@ -83,6 +85,10 @@ class Settings(_Frozen):
     """Demo mode accepts the fixed demo TOTP code; never set it on a real box."""
     key_file: Path | None = None
     """Auto-unseal key file; default `<data_dir>/keys/unseal.key`."""
+    runtime_dir: Path | None = None
+    """Sockets and the process table (not data, so not in the data dir); Ansible sets
+    /run/enclave. Default: a short per-data-dir folder under the system temp dir, since a
+    unix socket path may not exceed 107 bytes."""
     web: WebSettings = WebSettings()
     workers: WorkerSettings = WorkerSettings()
     smtp: SmtpSettings = SmtpSettings()
@@ -103,6 +109,13 @@ class Settings(_Frozen):
     @property
     def unseal_key_file(self) -> Path:
         return self.key_file or self.data_dir / "keys" / "unseal.key"
+
+    @property
+    def run_dir(self) -> Path:
+        if self.runtime_dir is not None:
+            return self.runtime_dir
+        tag = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"enclave-{os.getuid()}-{tag}"
 
     def with_data_dir(self, data_dir: Path) -> Settings:
         return self.model_copy(update={"data_dir": data_dir})
@@ -166,15 +179,15 @@ def load_settings(
 ) -> Settings:
     """Build the settings; `data_dir` (from `--data-dir`) beats every other source."""
     environ = dict(os.environ if environ is None else environ)
-    explicit_config = config or (
-        Path(environ["ENCLAVE_CONFIG"]) if "ENCLAVE_CONFIG" in environ else None
-    )
-    config_path = explicit_config or DEFAULT_CONFIG
+    env_config = environ.get("ENCLAVE_CONFIG")
+    # ENCLAVE_CONFIG="" means "no config file": defaults, secrets and environment only.
+    explicit_config = config or (Path(env_config) if env_config else None)
+    config_path = explicit_config or (DEFAULT_CONFIG if env_config is None else None)
     secrets_path = secrets or Path(environ.get("ENCLAVE_SECRETS", DEFAULT_SECRETS))
 
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    if config_path.exists():
+    if config_path is not None and config_path.exists():
         _merge(merged, _read_toml(config_path, "config file"), origin, f"config file {config_path}")
     elif explicit_config:
         raise SettingsError(f"config file {config_path} does not exist")
@@ -193,7 +206,9 @@ def load_settings(
         raise SettingsError(_explain(exc, origin, config_path, secrets_path)) from None
 
 
-def _explain(exc: ValidationError, origin: dict[str, str], config: Path, secrets: Path) -> str:
+def _explain(
+    exc: ValidationError, origin: dict[str, str], config: Path | None, secrets: Path
+) -> str:
     lines = ["invalid settings:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])

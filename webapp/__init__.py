@@ -1,0 +1,41 @@
+"""The web app (Flask application factory, flaskr's pattern): portal, kiosk, audit, API.
+
+`create_app()` is what gunicorn serves (`webapp:create_app()`): it loads the
+settings (config file, secrets file, ENCLAVE_* environment), opens the one
+store of this process and registers the blueprints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from appliance.settings import Settings, load_settings
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        MAX_CONTENT_LENGTH=64 << 20,
+    )
+    if config:
+        app.config.update(config)
+    if not isinstance(app.config.get("SETTINGS"), Settings):
+        app.config["SETTINGS"] = load_settings()
+
+    from webapp.extensions import appliance_store, security_headers
+
+    appliance_store.init_app(app)
+    app.after_request(security_headers)
+
+    from webapp import health, portal
+    from webapp.errors import register_error_handlers
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(portal.bp)
+    register_error_handlers(app)
+    return app

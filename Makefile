@@ -1,0 +1,49 @@
+# Enclave HR: the two set-up commands (README) and the pieces they are made of.
+# Run as root on a fresh Debian 12 machine; everything needed is installed here.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= demo-data
+# System packages: what the box needs to run, and what the tests need on top.
+APT_RUN := redis-server python3-venv gnupg ca-certificates
+APT_TEST := chromium
+
+.PHONY: install install-test run test lint typecheck pytest clean-demo
+
+## install: system packages and .venv with the locked dependencies; starts nothing
+install: $(VENV)/.installed
+	@bash scripts/apt-ensure.sh $(APT_RUN)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@bash scripts/apt-ensure.sh $(APT_RUN)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install-test: install
+	@bash scripts/apt-ensure.sh $(APT_TEST)
+
+## run: start the appliance on a demo data dir (created on first run) and print URL + logins
+run: install
+	@if [ ! -f "$(DATA)/keys/keystore.json" ]; then \
+		$(BIN)/appliance init --demo --data-dir "$(DATA)"; fi
+	ENCLAVE_DEMO=true $(BIN)/appliance run --data-dir "$(DATA)"
+
+## test: everything CI checks: lint, type checks, the whole test suite
+test: install-test lint pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test; make treats that as the failure it is.
+pytest: install-test
+	$(BIN)/pytest -q
+
+clean-demo:
+	rm -rf "$(DATA)"

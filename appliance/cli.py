@@ -1,0 +1,460 @@
+"""The `appliance` command: what hospital IT runs on the box.
+
+Every command takes `--data-dir` (default: the settings' `data_dir`, which
+ENCLAVE_DATA_DIR overrides, else /var/lib/enclave) and `--config`. Errors are
+one line that says what to do; exit code 2 for key and settings problems.
+Commands that need webapp/workers/certs import them inside the command
+(ARCHITECTURE.md: `appliance` itself depends on neither).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.errors import ApplianceError, DataDirError
+from appliance.settings import Settings, load_settings
+
+
+def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option(
+        "--config",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Config file (default /etc/enclave/appliance.toml).",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Data dir (default: settings, ENCLAVE_DATA_DIR, /var/lib/enclave).",
+    )
+    @functools.wraps(fn)
+    def wrapper(config: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
+        settings = load_settings(config=config, data_dir=data_dir)
+        return fn(settings, **kwargs)
+
+    return wrapper
+
+
+def _read_secret_file(path: Path | None) -> str | None:
+    return None if path is None else path.read_text(encoding="utf-8").strip()
+
+
+@click.group()
+def cli() -> None:
+    """Enclave HR appliance: keys, data, processes, backups."""
+
+
+@cli.command()
+@_settings_options
+@click.option("--demo", is_flag=True, help="Fill the dir with the demo hospital.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, path_type=Path),
+    help="Read the recovery passphrase from this file instead of making one.",
+)
+def init(settings: Settings, demo: bool, passphrase_file: Path | None) -> None:
+    """Create a data dir: keys, encrypted database, folders (and demo data)."""
+    from appliance.datadir import init_data_dir
+    from appliance.keys import new_recovery_passphrase
+
+    given = _read_secret_file(passphrase_file)
+    passphrase = given or new_recovery_passphrase()
+    result = init_data_dir(settings, passphrase, demo=demo)
+    result.store.close()
+    click.echo(f"Initialised {settings.data_dir}")
+    if given is None:
+        click.echo("\nRecovery passphrase (shown once; store it offline, e.g. in the safe):\n")
+        click.echo(f"    {passphrase}\n")
+        click.echo("It opens the master key if the key file is lost, and restores backups.")
+    if demo:
+        _print_logins(result.demo_logins)
+
+
+def _print_logins(logins: list[tuple[str, str, str, str]]) -> None:
+    from appliance.demo import DEMO_TOTP_CODE
+
+    click.echo("\nDemo logins (role, username, password, TOTP secret):")
+    for role, username, password, secret in logins:
+        click.echo(f"  {role:<15} {username:<12} {password:<24} {secret}")
+    click.echo(f"In demo mode the TOTP code {DEMO_TOTP_CODE} is also accepted.")
+
+
+@cli.command()
+@_settings_options
+@click.option("--host", default=None, help="Address to serve HTTPS on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="HTTPS port (default 8443).")
+def run(settings: Settings, host: str | None, port: int | None) -> None:
+    """Start redis, the web app (TLS), the media service and the workers; supervise them."""
+    import logging
+
+    from appliance import migrate
+    from appliance.store import Store
+    from appliance.supervisor import Supervisor
+    from certs.authority import ensure_server_certificate, trust_instructions
+
+    web = settings.web.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v})
+    settings = settings.model_copy(update={"web": web})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store = Store.open(settings, pool_size=1)
+    migrate.upgrade(store.engine)
+    demo_box = _is_demo_box(store)
+    logins = _demo_logins(store) if demo_box else []
+    store.close()
+    cert = ensure_server_certificate(settings.data_dir / "certs", list(settings.web.hostnames))
+    env = dict(
+        os.environ,
+        ENCLAVE_DATA_DIR=str(settings.data_dir),
+        ENCLAVE_WEB__HOST=web.host,
+        ENCLAVE_WEB__PORT=str(web.port),
+    )
+    click.echo(f"\nEnclave HR is starting at https://{web.host}:{web.port}/")
+    if cert.ca_path is not None:
+        click.echo(trust_instructions(cert.ca_path))
+    if logins:
+        _print_logins(logins)
+    click.echo(f"\nLogs are in {settings.data_dir}/logs. Stop with Ctrl-C (SIGTERM).\n")
+    Supervisor(settings, store.keys, cert.cert_path, cert.key_path, env).run_forever()
+
+
+def _is_demo_box(store: Any) -> bool:
+    from appliance.records import BoxInfo
+
+    with store.session() as session:
+        info = session.get(BoxInfo, 1)
+        return bool(info and info.demo)
+
+
+def _demo_logins(store: Any) -> list[tuple[str, str, str, str]]:
+    from appliance.demo import demo_logins
+
+    return demo_logins(store)
+
+
+@cli.command()
+@_settings_options
+def status(settings: Settings) -> None:
+    """List the supervised processes and what /healthz says. Exit 1 unless all is ok."""
+    from appliance.supervisor import read_process_table
+
+    table = read_process_table(settings)
+    if table is None:
+        click.echo(f"not running (no process table for {settings.data_dir})")
+        sys.exit(1)
+    children: dict[str, dict[str, Any]] = table["children"]  # type: ignore[assignment]
+    for name, info in children.items():
+        pid = info["pid"]
+        state = "running" if pid and _alive(pid) else "stopped"
+        click.echo(f"  {name:<20} {state:<8} pid {pid or '-':<8} restarts {info['restarts']}")
+    health = fetch_health(settings, str(table["url"]))
+    click.echo(json.dumps(health, indent=2))
+    sys.exit(0 if health.get("status") == "ok" else 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def fetch_health(settings: Settings, url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /healthz over HTTPS, trusting the box's own CA (or the system's for an imported cert)."""
+    ca = settings.data_dir / "certs" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
+    try:
+        with urllib.request.urlopen(  # noqa: S310  (an https URL we built)
+            url.rstrip("/") + "/healthz",
+            context=context,
+            timeout=timeout,
+        ) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        result = json.loads(exc.read())
+    except OSError as exc:
+        result = {"status": "down", "error": f"web app unreachable: {exc}"}
+    return result
+
+
+@cli.command()
+@_settings_options
+@click.option("--database", is_flag=True, help="Also change the database key (PRAGMA rekey).")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, path_type=Path),
+    help="New recovery passphrase from this file (default: make and print one).",
+)
+def rekey(settings: Settings, database: bool, passphrase_file: Path | None) -> None:
+    """Rotate the master key and key file (fast: only the box keys are re-wrapped)."""
+    from appliance import keys as box_keys
+    from appliance.database import database_path, rekey_database
+    from appliance.supervisor import read_process_table
+
+    if database and read_process_table(settings) is not None:
+        raise DataDirError(
+            "stop the appliance before `rekey --database` (it needs the database to itself)"
+        )
+    keys = box_keys.unseal(settings.data_dir, key_file=settings.unseal_key_file)
+    given = _read_secret_file(passphrase_file)
+    passphrase = given or box_keys.new_recovery_passphrase()
+    keys = box_keys.rekey_master(settings.data_dir, keys, settings.unseal_key_file, passphrase)
+    click.echo("Master key rotated; key file replaced.")
+    if database:
+        from appliance import crypto
+
+        old_key, new_key = keys.database, crypto.random_key()
+        # Keystore first (new key + previous), then PRAGMA rekey: a crash in between is
+        # finished by the next open (store.finish_database_rekey).
+        keys = box_keys.store_database_key(settings.data_dir, keys, new_key, old_key)
+        rekey_database(database_path(settings.data_dir), old_key, new_key)
+        box_keys.store_database_key(settings.data_dir, keys, new_key, previous=None)
+        click.echo("Database re-encrypted under a new database key.")
+    if given is None:
+        click.echo(
+            f"\nNew recovery passphrase (the old one no longer works):\n\n    {passphrase}\n"
+        )
+
+
+@cli.command()
+@_settings_options
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+def backup(settings: Settings, out_path: Path) -> None:
+    """Online, consistent, encrypted backup: database, blobs, wrapped keys (not the keyring)."""
+    from appliance.backup import backup as make_backup
+    from appliance.store import Store
+
+    store = Store.open(settings, pool_size=1)
+    started = time.monotonic()
+    make_backup(store, out_path)
+    store.close()
+    click.echo(
+        f"Backup written to {out_path} ({out_path.stat().st_size} bytes, "
+        f"{time.monotonic() - started:.1f} s)."
+    )
+    click.echo("It does not hold the subject keyring: keep a current `appliance keyring export`.")
+
+
+def _credential(passphrase_file: Path | None, key_file: Path | None) -> Any:
+    from appliance.backup import Credential
+
+    if passphrase_file is None and key_file is None:
+        raise click.UsageError("give --passphrase-file or --key-file")
+    return Credential(passphrase=_read_secret_file(passphrase_file), key_file=key_file)
+
+
+_unlock_options = [
+    click.option(
+        "--passphrase-file",
+        type=click.Path(exists=True, path_type=Path),
+        help="Recovery passphrase of the box that wrote the file.",
+    ),
+    click.option(
+        "--key-file",
+        type=click.Path(exists=True, path_type=Path),
+        help="Key file of the box that wrote the file.",
+    ),
+]
+
+
+def _with_unlock(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_unlock_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@_settings_options
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "--keyring",
+    "keyring_path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A current `appliance keyring export` (never the old one).",
+)
+@click.option("--force", is_flag=True, help="Replace the data dir's current contents.")
+@_with_unlock
+def restore(
+    settings: Settings,
+    from_path: Path,
+    keyring_path: Path,
+    force: bool,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+) -> None:
+    """Restore a backup into --data-dir, with the current subject keyring."""
+    from appliance.backup import restore as do_restore
+
+    do_restore(
+        settings.data_dir,
+        from_path,
+        keyring_path,
+        _credential(passphrase_file, key_file),
+        settings.unseal_key_file,
+        force=force,
+    )
+    click.echo(
+        f"Restored {from_path} into {settings.data_dir} (new key file {settings.unseal_key_file})."
+    )
+
+
+@cli.group()
+def keyring() -> None:
+    """Export or import the subject keyring (current state, encrypted)."""
+
+
+@keyring.command("export")
+@_settings_options
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+def keyring_export(settings: Settings, out_path: Path) -> None:
+    from appliance.backup import export_keyring
+    from appliance.store import Store
+
+    store = Store.open(settings, pool_size=1)
+    count = export_keyring(store, out_path)
+    store.close()
+    click.echo(f"Exported {count} subject keys to {out_path}.")
+
+
+@keyring.command("import")
+@_settings_options
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path), required=True)
+@_with_unlock
+def keyring_import(
+    settings: Settings, from_path: Path, passphrase_file: Path | None, key_file: Path | None
+) -> None:
+    from appliance.backup import import_keyring
+    from appliance.store import Store
+
+    store = Store.open(settings, pool_size=1)
+    added = import_keyring(store, from_path, _credential(passphrase_file, key_file))
+    store.close()
+    click.echo(f"Imported {added} subject keys this box did not have.")
+
+
+@cli.group()
+def certs() -> None:
+    """The box's TLS certificate: internal CA, or the hospital's own."""
+
+
+@certs.command("import")
+@_settings_options
+@click.option("--cert", "cert_file", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--key", "key_file", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--chain", "chain_file", type=click.Path(exists=True, path_type=Path))
+def certs_import(
+    settings: Settings, cert_file: Path, key_file: Path, chain_file: Path | None
+) -> None:
+    """Use a hospital-issued certificate and key instead of the internal CA's."""
+    from certs.authority import import_certificate
+
+    cert = import_certificate(settings.data_dir / "certs", cert_file, key_file, chain_file)
+    click.echo(f"Imported certificate {cert.fingerprint_sha256}, valid until {cert.not_after}.")
+    if cert.warning:
+        click.echo(f"warning: {cert.warning}")
+
+
+@certs.command("show")
+@_settings_options
+def certs_show(settings: Settings) -> None:
+    """Make the certificate if there is none, and say how to trust the internal CA."""
+    from certs.authority import ensure_server_certificate, trust_instructions
+
+    cert = ensure_server_certificate(settings.data_dir / "certs", list(settings.web.hostnames))
+    click.echo(f"{cert.cert_path}: {cert.fingerprint_sha256}, valid until {cert.not_after}")
+    if cert.ca_path is not None:
+        click.echo(trust_instructions(cert.ca_path))
+
+
+@cli.group()
+def db() -> None:
+    """Schema migrations."""
+
+
+@db.command("upgrade")
+@_settings_options
+def db_upgrade(settings: Settings) -> None:
+    from appliance import migrate
+    from appliance.store import Store
+
+    store = Store.open(settings, pool_size=1)
+    migrate.upgrade(store.engine)
+    click.echo(f"Schema at revision {migrate.current_revision(store.engine)}.")
+    store.close()
+
+
+@db.command("revision")
+@_settings_options
+@click.option("-m", "--message", required=True)
+def db_revision(settings: Settings, message: str) -> None:
+    """Developers: write a migration from the models' changes (against --data-dir's schema)."""
+    from appliance import migrate
+    from appliance.store import Store
+
+    store = Store.open(settings, pool_size=1)
+    migrate.autogenerate(store.engine, message)
+    store.close()
+
+
+@cli.command(hidden=True)
+@_settings_options
+@click.option("--queue", "queues", multiple=True, required=True)
+@click.option("--burst", is_flag=True)
+def worker(settings: Settings, queues: tuple[str, ...], burst: bool) -> None:
+    """Run an rq worker for the given queues (started by `appliance run` or systemd)."""
+    from workers.runtime import run_worker
+
+    run_worker(settings, queues, burst=burst)
+
+
+@cli.command(hidden=True)
+@_settings_options
+def scheduler(settings: Settings) -> None:
+    """Enqueue periodic jobs when due, once a minute (started by `appliance run` or systemd)."""
+    import signal
+
+    from workers.runtime import current_store
+
+    from appliance import queue
+    from workers.jobs import schedule_periodic
+
+    running = True
+
+    def _stop(*_: Any) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, _stop)
+    store = current_store()
+    redis = queue.connect(settings.data_dir, store.keys)
+    while running:
+        schedule_periodic(store, redis)
+        for _ in range(60):
+            if not running:
+                break
+            time.sleep(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ApplianceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -16,6 +16,8 @@ from appliance import crypto
 from appliance.keys import BoxKeys
 
 QUEUES = ("realtime", "analysis", "documents", "outbox", "maintenance")
+WORKER_TTL = 30
+"""Seconds; a worker heartbeats every WORKER_TTL - 15 s. /healthz trusts a heartbeat for 2x."""
 _ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -89,6 +89,8 @@ def child_specs(settings: Settings, certfile: Path, keyfile: Path) -> list[tuple
                 [py, "-m", "appliance", "worker", "--queue", name, "--data-dir", str(data_dir)],
             )
         )
+    # Enqueues the periodic jobs when they are due (workers/jobs.py PERIODIC_JOBS).
+    specs.append(("scheduler", [py, "-m", "appliance", "scheduler", "--data-dir", str(data_dir)]))
     return specs
 
 
@@ -123,6 +125,9 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.settings.run_dir,
+                # Own session: a Ctrl-C in the terminal reaches only the supervisor, which
+                # then stops the children in order (redis last) instead of all at once.
+                start_new_session=True,
             )
         finally:
             os.close(fd)
@@ -178,16 +183,25 @@ class Supervisor:
                 self.write_table()
 
     def stop(self) -> None:
-        """Web and media first, workers next, redis last; SIGKILL after a grace period."""
-        for child in reversed(self.children):
-            if child.process and child.process.poll() is None:
-                child.process.terminate()
+        """Front first (web, media, scheduler), then workers (they finish their job), then
+        redis; each tier is signalled at once, and SIGKILLed after a grace period."""
+        tiers = [
+            [c for c in self.children if c.name in ("web", "media", "scheduler")],
+            [c for c in self.children if c.name.startswith("worker-")],
+            [c for c in self.children if c.name == "redis"],
+        ]
+        for tier in tiers:
+            running = [(c, c.process) for c in tier if c.process and c.process.poll() is None]
+            for _child, proc in running:
+                proc.terminate()
+            deadline = time.monotonic() + STOP_GRACE
+            for child, proc in running:
                 try:
-                    child.process.wait(STOP_GRACE)
+                    proc.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE)
-                    child.process.kill()
-                    child.process.wait()
+                    proc.kill()
+                    proc.wait()
                 log.info("stopped %s", child.name)
         process_table_path(self.settings).unlink(missing_ok=True)
 

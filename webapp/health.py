@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 from rq import Worker
 
+from appliance.queue import WORKER_TTL
 from appliance.settings import Settings
 from webapp.extensions import appliance_store
 
@@ -40,7 +42,11 @@ def _workers(redis_ok: bool) -> dict[str, Any]:
     if not redis_ok:
         return {"ok": False, "error": "redis unavailable", "queues": {}}
     counts = dict.fromkeys(wanted, 0)
+    fresh_after = datetime.now(UTC) - timedelta(seconds=2 * WORKER_TTL)
     for worker in Worker.all(connection=appliance_store.redis):
+        beat = worker.last_heartbeat
+        if beat is None or beat.replace(tzinfo=UTC) < fresh_after:
+            continue  # registered, but silent: crashed or hung
         for name in worker.queue_names():
             if name in counts:
                 counts[name] += 1

@@ -70,13 +70,19 @@ class JobSpec:
     result_ttl: int
 
     def retry(self) -> Retry | None:
-        return Retry(max=self.retries, interval=list(self.backoff)) if self.retries else None
+        """rq's Retry with one wait per retry: rq aligns a shorter or longer interval list
+        to the *last* retries (`Job.get_retry_interval`), so give it exactly `retries`."""
+        if not self.retries:
+            return None
+        last = len(self.backoff) - 1
+        waits = [self.backoff[min(i, last)] for i in range(self.retries)]
+        return Retry(max=self.retries, interval=waits)
 
 
 REGISTRY: dict[str, JobSpec] = {}
 
 
-class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
     """Adds `job_id` to every record; the worker's log format prints it (`WORKER_LOG_FORMAT`)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -172,8 +178,8 @@ def job(
 ) -> Callable[[Callable[..., object]], JobFunction]:
     """Declare a job: `fn(ctx: JobContext, *ids)` on `queue`, retried `retries` times.
 
-    `backoff[i]` is the wait in seconds before retry i+1 (rq reuses the last one
-    when there are more retries than waits); `retries=0` means no retry.
+    `backoff[i]` is the wait in seconds before retry i+1; the last wait repeats
+    when there are more retries than waits. `retries=0` means no retry.
     """
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; known: {list(QUEUES)}")

@@ -21,10 +21,11 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import TextIO
 
 from rq import SimpleWorker, get_current_job
 
-from appliance.queue import QUEUES, connect
+from appliance.queue import QUEUES, WORKER_TTL, connect
 from appliance.settings import Settings, load_settings
 from appliance.store import Store
 from workers.jobs import SERIALIZER
@@ -71,9 +72,9 @@ class JobIdFilter(logging.Filter):
         return True
 
 
-def log_handler(stream: object = None) -> logging.Handler:
+def log_handler(stream: TextIO | None = None) -> logging.Handler:
     """A handler writing the worker log format (to stderr unless `stream` is given)."""
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[call-overload]
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
     handler.addFilter(JobIdFilter())
     return handler
@@ -97,6 +98,9 @@ class ApplianceWorker(SimpleWorker):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("serializer", SERIALIZER)
+        # A short TTL makes an idle worker heartbeat every 15 s, so /healthz sees a
+        # crashed one within a minute instead of rq's default seven.
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,80 +1,17 @@
-"""A real box for worker tests: an initialised data dir and redis-server on its unix socket."""
+"""Worker tests: the shared real box (tests/conftest.py) with a clean queue per test."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import delete
 
-from appliance.datadir import init_data_dir
-from appliance.queue import connect, redis_config, socket_path
 from appliance.records import JobRun
-from appliance.settings import Settings, WorkerSettings, load_settings
-from appliance.store import Store
+from appliance.settings import WorkerSettings
+from tests.conftest import Box
 from workers import runtime
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-@dataclass(frozen=True)
-class Box:
-    settings: Settings
-    store: Store
-    redis: Redis
-
-
-def _wait_for_redis(redis: Redis, proc: subprocess.Popen[bytes], sock: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}; see its log")
-        if sock.exists():
-            try:
-                redis.ping()
-                return
-            except RedisConnectionError:
-                pass
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not answer on {sock} within 10 s")
-
-
-@pytest.fixture(scope="session")
-def redis_box() -> Iterator[Box]:
-    # Not pytest's tmp_path: a unix socket path must fit in ~107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="enc"))
-    data_dir = root / "data"
-    settings = load_settings(environ={}, data_dir=data_dir)
-    store = init_data_dir(settings, "test-passphrase").store
-    conf = data_dir / "redis" / "redis.conf"
-    conf.write_text(redis_config(data_dir, store.keys))
-    conf.chmod(0o600)
-    proc = subprocess.Popen(
-        [REDIS_SERVER, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    redis = connect(data_dir, store.keys)
-    try:
-        _wait_for_redis(redis, proc, socket_path(data_dir))
-        yield Box(settings, store, redis)
-    finally:
-        redis.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        store.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

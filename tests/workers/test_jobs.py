@@ -369,6 +369,24 @@ def test_verify_blobs_fails_naming_only_the_damaged_blob(box, burst_worker) -> N
             box.store.blobs.delete(blob_id)
 
 
+@pytest.mark.parametrize(
+    ("retries", "backoff", "waits"),
+    [(3, (10, 60, 300), [10, 60, 300]), (1, (10, 60, 300), [10]), (4, (5, 30), [5, 30, 30, 30])],
+)
+def test_backoff_gives_the_first_retry_the_first_wait(redis_box, retries, backoff, waits) -> None:
+    """backoff[i] is the wait before retry i+1, whatever rq's own alignment of intervals."""
+    fn = job(queue="analysis", retries=retries, backoff=backoff)(lambda ctx: None)
+    REGISTRY.pop(fn.name)
+    retry = fn.spec.retry()
+    assert retry is not None and retry.max == retries and retry.intervals == waits
+    rq_job = Job.create(func="workers.jobs.run_job", connection=redis_box.redis, retry=retry)
+    seen = []
+    for _ in range(retries):
+        seen.append(rq_job.get_retry_interval())
+        rq_job.retries_left -= 1
+    assert seen == waits
+
+
 def test_decorator_refuses_an_unknown_queue() -> None:
     """Jobs go on one of the box's five queues, checked when the job is declared."""
     with pytest.raises(ValueError, match="unknown queue"):

@@ -425,10 +425,9 @@ def scheduler(settings: Settings) -> None:
     """Enqueue periodic jobs when due, once a minute (started by `appliance run` or systemd)."""
     import signal
 
-    from workers.runtime import current_store
-
     from appliance import queue
     from workers.jobs import schedule_periodic
+    from workers.runtime import current_store
 
     running = True
 

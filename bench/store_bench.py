@@ -22,6 +22,7 @@ median over the rounds. Run: `.venv/bin/python bench/store_bench.py`.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -435,18 +436,23 @@ def run_phase(
     for engine in stores:
         stores[engine].keyring.seconds = stores[engine].driver.seconds = 0.0
     turn = 0
-    while steps:
-        order = list(stores) if turn % 2 == 0 else list(stores)[::-1]
-        for engine in order:
-            if engine not in steps:
-                continue
-            start = time.perf_counter()
-            try:
-                samples[engine].ops += next(steps[engine])
-            except StopIteration:
-                del steps[engine]
-            samples[engine].seconds += time.perf_counter() - start
-        turn += 1
+    gc.disable()  # collections run between turns, so a pause does not land on one store only
+    try:
+        while steps:
+            order = list(stores) if turn % 2 == 0 else list(stores)[::-1]
+            for engine in order:
+                if engine not in steps:
+                    continue
+                gc.collect()
+                start = time.perf_counter()
+                try:
+                    samples[engine].ops += next(steps[engine])
+                except StopIteration:
+                    del steps[engine]
+                samples[engine].seconds += time.perf_counter() - start
+            turn += 1
+    finally:
+        gc.enable()
     for engine, sample in samples.items():
         sample.keyring_seconds = stores[engine].keyring.seconds
         sample.driver_seconds = stores[engine].driver.seconds

@@ -92,13 +92,16 @@ def make_engine(connect: Callable[[], Any], module: Any = sqlcipher, pool_size: 
 def _use_explicit_begin(engine: Engine) -> None:
     """pysqlite's implicit transactions break SAVEPOINT and SERIALIZABLE reads; begin ourselves.
 
-    (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL".)
+    (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL".) A connection
+    with execution option `begin="IMMEDIATE"` takes the write lock at BEGIN: needed where a
+    transaction reads then writes while others write too (WAL would refuse the late upgrade).
     """
     from sqlalchemy import event
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        mode = conn.get_execution_options().get("begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}" if mode in ("IMMEDIATE", "EXCLUSIVE") else "BEGIN")
 
 
 def cipher_engine(data_dir: Path, key: bytes, pool_size: int = 4) -> Engine:

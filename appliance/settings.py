@@ -76,6 +76,39 @@ class SmtpSettings(_Frozen):
         return self
 
 
+class LdapSettings(_Frozen):
+    """Optional directory sign-in (ldap3). Off unless `url` is set."""
+
+    url: str | None = None
+    """e.g. ldaps://dc1.hospital.local"""
+    user_dn_template: str = "{username}@hospital.local"
+    """What to bind as; `{username}` is replaced (AD: UPN form; OpenLDAP: uid=...,ou=...)."""
+    search_base: str | None = None
+    group_roles: dict[str, str] = {}
+    """Directory group DN -> role name (see appliance.records.Role), e.g. HR staff groups."""
+    group_org_units: dict[str, str] = {}
+    """Directory group DN -> org unit code the role is scoped to."""
+
+
+class AuthSettings(_Frozen):
+    """Sign-in rules (MLPS level 3, GB/T 22239-2019 8.1.4.1: identification and authentication)."""
+
+    idle_minutes: int = Field(15, ge=1, le=60)
+    lockout_attempts: int = Field(5, ge=3, le=10)
+    lockout_minutes: int = Field(30, ge=5)
+    password_min_length: int = Field(12, ge=8)
+    ldap: LdapSettings = LdapSettings()
+
+
+class AuditSettings(_Frozen):
+    checkpoint_every: int = Field(1000, ge=1)
+    """Sign a checkpoint after this many new events..."""
+    checkpoint_minutes: int = Field(10, ge=1)
+    """...or after this many minutes with any new event, whichever comes first."""
+    retention_days: int = Field(184, ge=184)
+    """MLPS-3 asks for at least six months of audit records: nobody can set less."""
+
+
 class Settings(_Frozen):
     data_dir: Path = DEFAULT_DATA_DIR
     timezone: str = "Asia/Shanghai"
@@ -92,6 +125,14 @@ class Settings(_Frozen):
     web: WebSettings = WebSettings()
     workers: WorkerSettings = WorkerSettings()
     smtp: SmtpSettings = SmtpSettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
+
+    @field_validator("data_dir", "key_file", "runtime_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Child processes run elsewhere: `--data-dir demo-data` must mean the same dir there."""
+        return None if value is None else value.expanduser().absolute()
 
     @field_validator("timezone")
     @classmethod

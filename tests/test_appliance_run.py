@@ -68,11 +68,13 @@ def _table(data_dir: Path) -> dict[str, Any]:
 @pytest.fixture
 def running_box(short_tmp: Path) -> Iterator[tuple[Path, int, subprocess.Popen[bytes]]]:
     data_dir = short_tmp / "data"
+    # A relative --data-dir, as `make run` passes it: the children run in another folder.
     init = subprocess.run(
-        [sys.executable, "-m", "appliance", "init", "--demo", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "appliance", "init", "--demo", "--data-dir", "data"],
         env=ENV,
         capture_output=True,
         timeout=120,
+        cwd=short_tmp,
     )
     assert init.returncode == 0, init.stderr
     port = _free_port()
@@ -84,13 +86,14 @@ def running_box(short_tmp: Path) -> Iterator[tuple[Path, int, subprocess.Popen[b
             "appliance",
             "run",
             "--data-dir",
-            str(data_dir),
+            "data",
             "--port",
             str(port),
         ],
         env=ENV,
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=short_tmp,
     )
     try:
         yield data_dir, port, proc

@@ -1,5 +1,6 @@
 """The box's records (SQLAlchemy 2 models), grouped by domain. Import from here."""
 
+from appliance.records.audit import AuditCheckpoint, AuditEvent, CandidateToken
 from appliance.records.base import Base, UTCDateTime, new_uuid, utcnow
 from appliance.records.box import BoxInfo
 from appliance.records.hiring import (
@@ -27,6 +28,9 @@ from appliance.records.people import Candidate, Employee, Referral, Subject, Sub
 
 __all__ = [
     "Answer",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "CandidateToken",
     "Application",
     "Base",
     "BoxInfo",

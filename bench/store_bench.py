@@ -436,7 +436,11 @@ def run_phase(
     for engine in stores:
         stores[engine].keyring.seconds = stores[engine].driver.seconds = 0.0
     turn = 0
-    gc.disable()  # collections run between turns, so a pause does not land on one store only
+    # Collect between turns, untimed, so a collection's pause does not land on one store
+    # only; frozen objects (the set-up, earlier phases) are not scanned again each time.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     try:
         while steps:
             order = list(stores) if turn % 2 == 0 else list(stores)[::-1]
@@ -453,6 +457,7 @@ def run_phase(
             turn += 1
     finally:
         gc.enable()
+        gc.unfreeze()
     for engine, sample in samples.items():
         sample.keyring_seconds = stores[engine].keyring.seconds
         sample.driver_seconds = stores[engine].driver.seconds
@@ -649,7 +654,7 @@ def workspace() -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"store_bench  {datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"host: {os.cpu_count()} CPUs ({cpu_model()}), {platform.platform()}")
+    print(f"host: nproc {len(os.sched_getaffinity(0))}, CPU {cpu_model()}, {platform.platform()}")
     print(f"python {platform.python_version()}, stdlib sqlite3 on SQLite {sqlite3.sqlite_version}")
     print(
         f"workload: {args.candidates} candidates in batches of {BATCH}, "
@@ -671,8 +676,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"pragmas {args.cipher_pragma}, SQLCipher codec {args.cipher_codec}"
             )
         print(
-            "note: sqlcipher3 bundles its own SQLite (version and build options above), so the "
-            "ratio also holds the difference between the two SQLite builds."
+            "confound: sqlcipher3 bundles its own SQLite build (version, defaults such as "
+            "cache_size above), so with the stdlib baseline the ratio also holds the "
+            "difference between two SQLite builds; `--baseline bundled` removes it."
         )
         print()
         results = []

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, current_app
 from redis import Redis
 
-from appliance import queue
+from appliance import crypto, queue
 from appliance.settings import Settings
 from appliance.store import Store
 
@@ -19,6 +19,9 @@ class ApplianceStore:
         settings: Settings = app.config["SETTINGS"]
         store = Store.open(settings)
         app.extensions["enclave.store"] = store
+        # Session cookies are signed with a key derived from the box's signing key: the same in
+        # every gunicorn worker, never written anywhere, and unchanged by a master-key rekey.
+        app.secret_key = crypto.derive_key(store.keys.signing, b"enclave:web-session").hex()
         app.extensions["enclave.redis"] = queue.connect(settings.data_dir, store.keys)
 
     @property

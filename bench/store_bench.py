@@ -1,22 +1,23 @@
 """SQLCipher against plain SQLite on the same record workload, in one run.
 
 Two stores are built side by side, identical except for the database
-connection: the appliance's own `Store` (SQLCipher, raw key) and a
-`PlainStore` whose engine opens a plain SQLite file with the same pragmas.
-Both seal personal fields with the subjects' keys through the same kind of
-`Vault` and keyring, so the ratio isolates what SQLCipher adds.
+connection: the appliance's `Store` over `cipher_connect` (SQLCipher, raw
+key) and the same `Store` over `plain_connect` (a plain SQLite file with the
+same pragmas). Both seal personal fields with the subjects' keys through the
+same keyring and `Vault`, so the ratio isolates what SQLCipher adds.
 
 Phases, the same code on both stores:
 
 - inserts: candidates with a new subject, name/phone/email, an application
-  and a comment, committed in batches (an import job);
+  and a comment, committed in batches of 50 (an import job);
 - indexed reads: by phone through the blind index, and by primary key;
 - portal mix: pipeline pages, candidate views, stage moves and comments,
   about 70% reads and 30% writes, one short transaction each (web requests).
 
-Each round builds both stores on fresh files and runs every phase on one
-then the other (the order flips every round); the table shows each phase's
-median over the rounds. Run: `.venv/bin/python bench/store_bench.py`.
+Each round builds both stores on fresh files; in every phase they take turns
+(a batch or 50 requests each, the first mover alternating), so background
+noise on a shared machine hits both alike. The table shows each phase's
+median over the rounds. Run: `.venv/bin/python bench/store_bench.py --help`.
 """
 
 from __future__ import annotations
@@ -261,8 +262,6 @@ class Fixture:
 
 def set_up(store: Store) -> Fixture:
     """Schema, an org tree, one HR user and a few open jobs (not timed)."""
-    data_dir = store.data_dir
-    (data_dir / "keys" / "subjects").mkdir(mode=0o700, parents=True, exist_ok=True)
     migrate.upgrade(store.engine)
     with store.transaction() as session:
         hq = OrgUnit(kind=OrgKind.HQ, name="总院", code="HQ")

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DATA ?= demo-data
 # System packages: what the box needs to run, and what the tests need on top.
 APT_RUN := redis-server python3-venv gnupg ca-certificates
-APT_TEST := chromium
+APT_TEST := chromium slapd
 
 .PHONY: install install-test run test lint typecheck pytest clean-demo
 

@@ -2,8 +2,10 @@
 
 A backup holds the database (an online, consistent snapshot through
 SQLite's backup API, still SQLCipher-encrypted), every blob (already
-encrypted under subject keys) and the keystore (the wrapped master and box
-keys). It never holds the subject keyring.
+encrypted under subject keys), the keystore (the wrapped master and box
+keys) and the box's GPG home (its private key locked by a passphrase derived
+from the box keys), so restored audit checkpoints still verify. It never
+holds the subject keyring.
 
 The keyring is kept as current state instead (`appliance keyring export`):
 a restore takes the keyring as it is *now*, so a subject shredded after the
@@ -190,6 +192,11 @@ def backup(store: Store, out_path: Path) -> None:
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 tar.add(snapshot, arcname="enclave.db")
                 tar.add(keys_dir(store.data_dir) / "keystore.json", arcname="keys/keystore.json")
+                # The box's GPG key signs the audit checkpoints; its private part is locked
+                # with a passphrase derived from the box keys. Sockets and locks stay behind.
+                for path in sorted((store.data_dir / "gnupg").rglob("*")):
+                    if path.is_file() and not path.is_symlink() and not path.name.startswith("S."):
+                        tar.add(path, arcname=str(path.relative_to(store.data_dir)))
                 for blob_id in store.blobs.blob_ids():
                     rel = Path("blobs") / blob_id[:2] / blob_id
                     tar.add(store.data_dir / rel, arcname=str(rel))
@@ -253,6 +260,10 @@ def _install_keys(
     for subject_id, key in keyring_keys.items():
         keyring.import_key(subject_id, key)
     for path in [database_path(data_dir), *data_dir.glob("blobs/*/*")]:
+        os.chmod(path, 0o600)
+    for folder in [data_dir / "gnupg", *(p for p in (data_dir / "gnupg").rglob("*") if p.is_dir())]:
+        os.chmod(folder, 0o700)  # gpg refuses a home others can read
+    for path in (p for p in (data_dir / "gnupg").rglob("*") if p.is_file()):
         os.chmod(path, 0o600)
 
 

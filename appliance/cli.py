@@ -72,6 +72,11 @@ def init(settings: Settings, demo: bool, passphrase_file: Path | None) -> None:
     given = _read_secret_file(passphrase_file)
     passphrase = given or new_recovery_passphrase()
     result = init_data_dir(settings, passphrase, demo=demo)
+    from compliance.audit import signer_for
+
+    # The audit log's signing key is made now, not at the first checkpoint (issue #3);
+    # no gpg-agent is left behind by a command that ends here.
+    signer_for(result.store).stop_agent()
     result.store.close()
     click.echo(f"Initialised {settings.data_dir}")
     if given is None:
@@ -126,6 +131,9 @@ def run(settings: Settings, host: str | None, port: int | None) -> None:
         _print_logins(logins)
     click.echo(f"\nLogs are in {settings.data_dir}/logs. Stop with Ctrl-C (SIGTERM).\n")
     Supervisor(settings, store.keys, cert.cert_path, cert.key_path, env).run_forever()
+    from compliance.signing import stop_agent
+
+    stop_agent(settings.data_dir / "gnupg")  # the children's signing left a gpg-agent running
 
 
 def _is_demo_box(store: Any) -> bool:
@@ -408,6 +416,68 @@ def db_revision(settings: Settings, message: str) -> None:
     store.close()
 
 
+@cli.group()
+def audit() -> None:
+    """The audit log: signed exports and integrity checks."""
+
+
+@audit.command("export")
+@_settings_options
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    help="First time to include (ISO 8601; no offset = the box's time zone). Default: the start.",
+)
+@click.option(
+    "--to", "end", default=None, help="Include events before this time. Default: up to now."
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def audit_export(settings: Settings, start: str | None, end: str | None, out_dir: Path) -> None:
+    """Write a signed export of the log (or a time range) for offline verification."""
+    import getpass
+
+    from appliance.store import Store
+    from compliance.actors import Actor
+    from compliance.export import export_log, parse_time
+
+    begin, until = parse_time(start, settings.zone), parse_time(end, settings.zone)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    store = Store.open(settings, pool_size=1)
+    try:
+        summary = export_log(
+            store, Actor(kind="system", name=f"cli:{user}"), out_dir, begin, until, settings
+        )
+    finally:
+        store.close()
+    span = f"events {summary.first_seq}..{summary.last_seq}" if summary.events else "no events"
+    click.echo(
+        f"Exported {span} ({summary.events}) to {out_dir}, proven against the checkpoint of "
+        f"size {summary.tree_size}."
+    )
+    click.echo(f"Box key fingerprint: {summary.fingerprint}")
+    click.echo(f"Check it offline with: python3 compliance/verify.py {out_dir}")
+
+
+@audit.command("verify")
+@_settings_options
+def audit_verify(settings: Settings) -> None:
+    """Check the whole live log; exit 1 naming the first bad entry."""
+    from appliance.store import Store
+    from compliance.audit import verify_live
+
+    store = Store.open(settings, pool_size=1)
+    try:
+        result = verify_live(store)
+    finally:
+        store.close()
+    click.echo(result.summary())
+    sys.exit(0 if result.ok else 1)
+
+
 @cli.command(hidden=True)
 @_settings_options
 @click.option("--queue", "queues", multiple=True, required=True)
@@ -444,6 +514,51 @@ def scheduler(settings: Settings) -> None:
             if not running:
                 break
             time.sleep(1)
+
+
+@cli.group()
+def resumes() -> None:
+    """Resume parsing (offline: PDF, DOCX, scans through OCR, text)."""
+
+
+@resumes.command("parse")
+@_settings_options
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one object per file.")
+def resumes_parse(settings: Settings, files: tuple[Path, ...], as_json: bool) -> None:
+    """Parse resume FILES in a sandboxed child process; a bad file gets an `error`, not a crash.
+
+    Reads the files only: no data dir is opened (`--data-dir`/`--config` are
+    accepted like every command's, and unused).
+    """
+    from workers.resumes import DEFAULT_LIMITS, ResumeResult, result_dict
+    from workers.resumes.sandbox import ResumeParser
+
+    failed = 0
+    with ResumeParser() as parser:
+        for path in files:
+            name = str(path)
+            try:
+                size = path.stat().st_size
+                if size > DEFAULT_LIMITS.max_bytes:
+                    limit = DEFAULT_LIMITS.max_bytes
+                    message = f"file too large: {size} bytes, limit {limit} bytes"
+                    out = result_dict(name, ResumeResult(None, None, message))
+                else:
+                    out = parser.parse(path.read_bytes(), name)
+            except OSError as exc:
+                message = f"cannot read file: {exc.strerror}"
+                out = result_dict(name, ResumeResult(None, None, message))
+            failed += out["error"] is not None
+            if as_json:
+                click.echo(json.dumps(out, ensure_ascii=False))
+            else:
+                summary = (
+                    f"{out['name'] or '?'}, {len(out['education'])} education, "
+                    f"{len(out['experience'])} jobs"
+                )
+                click.echo(f"{name}: {out['error'] or summary}")
+    sys.exit(1 if failed == len(files) else 0)
 
 
 def main() -> None:

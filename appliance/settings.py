@@ -77,7 +77,12 @@ class SmtpSettings(_Frozen):
 
 
 class LdapSettings(_Frozen):
-    """Optional directory sign-in (ldap3). Off unless `url` is set."""
+    """Optional directory sign-in (ldap3). Off unless `url` is set.
+
+    Accounts still exist locally (`users.auth_source = "ldap"`, TOTP enrolled by the
+    security admin): the directory checks the password and, when `group_roles` is set,
+    decides the account's roles at every sign-in.
+    """
 
     url: str | None = None
     """e.g. ldaps://dc1.hospital.local"""
@@ -88,6 +93,34 @@ class LdapSettings(_Frozen):
     """Directory group DN -> role name (see appliance.records.Role), e.g. HR staff groups."""
     group_org_units: dict[str, str] = {}
     """Directory group DN -> org unit code the role is scoped to."""
+    start_tls: bool = False
+    """Upgrade an ldap:// connection with StartTLS (ldaps:// is TLS from the start)."""
+    ca_file: Path | None = None
+    """The directory's CA certificate (PEM); the system's CAs when unset."""
+    timeout_seconds: int = Field(5, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _no_clear_text_passwords(self) -> LdapSettings:
+        # Staff passwords must not cross the hospital network in clear (MLPS-3 8.1.2.2).
+        if self.url and self.url.lower().startswith("ldap://") and not self.start_tls:
+            host = self.url[len("ldap://") :].split("/")[0].rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise ValueError(
+                    "auth.ldap.url is ldap:// to another host without start_tls: passwords "
+                    "would cross the network in clear; use ldaps:// or set start_tls = true"
+                )
+        return self
+
+    @field_validator("group_roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        from appliance.records.org import Role
+
+        known = {r.value for r in Role}
+        unknown = sorted(set(value.values()) - known)
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; known: {sorted(known)}")
+        return value
 
 
 class AuthSettings(_Frozen):
@@ -97,6 +130,8 @@ class AuthSettings(_Frozen):
     lockout_attempts: int = Field(5, ge=3, le=10)
     lockout_minutes: int = Field(30, ge=5)
     password_min_length: int = Field(12, ge=8)
+    session_max_hours: int = Field(12, ge=1, le=24)
+    """A session ends this long after sign-in however active it is (a stolen cookie ages out)."""
     ldap: LdapSettings = LdapSettings()
 
 

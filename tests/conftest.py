@@ -22,6 +22,7 @@ from appliance.datadir import init_data_dir
 from appliance.queue import connect, redis_config, socket_path
 from appliance.settings import Settings, load_settings
 from appliance.store import Store
+from compliance.signing import stop_agent
 
 PASSPHRASE = "TEST-PASS-PHRASE-0001"
 
@@ -50,6 +51,7 @@ def store(settings: Settings) -> Iterator[Store]:
     store = init_data_dir(settings, PASSPHRASE).store
     yield store
     store.close()
+    stop_agent(settings.data_dir / "gnupg")  # signing may have started one; CI leaves none
 
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -103,4 +105,5 @@ def redis_box() -> Iterator[Box]:
             proc.kill()
             proc.wait()
         store.close()
+        stop_agent(data_dir / "gnupg")
         shutil.rmtree(root, ignore_errors=True)

@@ -32,10 +32,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     appliance_store.init_app(app)
     app.after_request(security_headers)
 
-    from webapp import health, portal
+    from webapp import api, audit_console, auth, health, portal
     from webapp.errors import register_error_handlers
 
+    app.register_blueprint(auth.bp)  # also: CSRF check on every unsafe request, 401 handling
     app.register_blueprint(health.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(audit_console.bp)
     register_error_handlers(app)
     return app

@@ -295,6 +295,7 @@ class PeriodicJob:
 # by the job modules themselves.
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("workers.maintenance.checkpoint_database", every_s=3600),
+    PeriodicJob("workers.maintenance.seal_audit_log", every_s=300),
 )
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)

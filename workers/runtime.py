@@ -28,6 +28,7 @@ from rq import SimpleWorker, get_current_job
 from appliance.queue import QUEUES, WORKER_TTL, connect
 from appliance.settings import Settings, load_settings
 from appliance.store import Store
+from compliance import audit
 from workers.jobs import SERIALIZER
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def open_store(settings: Settings) -> Store:
         return _store
     close_store()
     _store = Store.open(settings)
+    audit.configure(_store, settings)  # checkpoint cadence from the settings
     return _store
 
 

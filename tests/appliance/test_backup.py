@@ -189,3 +189,26 @@ def test_cli_round_trip_and_refusal_to_overwrite(
     restored = Store.open(settings_for(target))
     assert _snapshot(restored) == before
     restored.close()
+
+
+def test_restored_box_still_verifies_its_signed_audit_log(store: Store, short_tmp: Path) -> None:
+    """The box's GPG key travels in the backup: checkpoints signed before it verify after."""
+    from compliance import audit
+    from compliance.actors import Actor
+    from compliance.signing import stop_agent
+
+    _fill(store)
+    for _ in range(3):
+        audit.record(store, Actor.system("backup-test"), "read", "candidates:1", "processing")
+    audit.checkpoint_now(store)
+    backup(store, short_tmp / "a.bak")
+    export_keyring(store, short_tmp / "a.krg")
+    restored = _restore(store, short_tmp, "r6", short_tmp / "a.bak", short_tmp / "a.krg")
+    try:
+        result = audit.verify_live(restored)
+        assert result.ok, result.problem
+        assert result.checkpoints >= 1 and result.events == 3
+    finally:
+        stop_agent(restored.data_dir / "gnupg")
+        stop_agent(store.data_dir / "gnupg")
+        restored.close()

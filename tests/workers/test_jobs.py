@@ -30,6 +30,7 @@ from appliance.records import (
 from appliance.store import Store
 from workers import runtime
 from workers.jobs import (
+    PERIODIC_JOBS,
     REGISTRY,
     SERIALIZER,
     JobContext,
@@ -289,21 +290,51 @@ def test_schedule_periodic_enqueues_the_maintenance_job_once_per_interval(
     box, burst_worker
 ) -> None:
     """The hourly checkpoint is enqueued once, not again within the hour, and again after."""
-    first = schedule_periodic(box.store, box.redis)
+    hourly = tuple(p for p in PERIODIC_JOBS if p.name.endswith("checkpoint_database"))
+    assert [p.every_s for p in hourly] == [3600]
+    first = schedule_periodic(box.store, box.redis, hourly)
     assert [r.name for r in first] == ["workers.maintenance.checkpoint_database"]
     assert first[0].queue == "maintenance"
-    assert schedule_periodic(box.store, box.redis) == []  # still queued
+    assert schedule_periodic(box.store, box.redis, hourly) == []  # still queued
     assert queue_for("maintenance", box.redis).count == 1
 
     burst_worker(queues=("maintenance",))
     assert run_of(box.store, first[0].rq_job_id).status is RunStatus.SUCCEEDED
-    assert schedule_periodic(box.store, box.redis) == []  # ran within the hour
+    assert schedule_periodic(box.store, box.redis, hourly) == []  # ran within the hour
 
     with box.store.transaction() as session:
         session.get(JobRun, first[0].id).created_at = utcnow() - timedelta(seconds=3601)
-    again = schedule_periodic(box.store, box.redis)
+    again = schedule_periodic(box.store, box.redis, hourly)
     assert [r.name for r in again] == ["workers.maintenance.checkpoint_database"]
     assert len(all_runs(box.store)) == 2
+
+
+def test_the_audit_log_is_sealed_periodically(store) -> None:
+    """Every 5 minutes the maintenance job seals events that no checkpoint covers yet,
+    once they are older than `audit.checkpoint_minutes` (a quiet box still gets sealed)."""
+    from appliance.settings import AuditSettings
+    from compliance import audit
+    from compliance.actors import Actor
+    from workers.maintenance import seal_audit_log
+
+    assert [p.every_s for p in PERIODIC_JOBS if p.name.endswith("seal_audit_log")] == [300]
+    audit.configure(store, AuditSettings())  # 1000 events or 10 minutes
+    audit.record(store, Actor.system("test"), "read", "candidates:1", "processing")
+    assert audit.latest_checkpoint(store) is None  # not due when it was recorded
+    ctx = JobContext(store=store, run_id=0, rq_job_id="t", logger=get_job_logger("t", "t"))
+    seal_audit_log(ctx)
+    assert audit.latest_checkpoint(store) is None  # still not due
+    # As if the 10 minutes had passed: a zero-minute cadence makes any unsealed event due.
+    audit.configure(
+        store,
+        AuditSettings.model_construct(
+            checkpoint_every=1000, checkpoint_minutes=0, retention_days=184
+        ),
+    )
+    seal_audit_log(ctx)
+    sealed = audit.latest_checkpoint(store)
+    assert sealed is not None and sealed.size == 1
+    assert audit.verify_live(store).ok
 
 
 def test_abandoned_runs_are_marked_failed(box) -> None:

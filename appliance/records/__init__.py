@@ -3,6 +3,7 @@
 from appliance.records.audit import AuditCheckpoint, AuditEvent, CandidateToken
 from appliance.records.base import Base, UTCDateTime, new_uuid, utcnow
 from appliance.records.box import BoxInfo
+from appliance.records.documents import ResumeParse
 from appliance.records.hiring import (
     Application,
     Comment,
@@ -50,6 +51,7 @@ __all__ = [
     "Referral",
     "Role",
     "RoleAssignment",
+    "ResumeParse",
     "RubricLine",
     "RunStatus",
     "ScoringDimension",

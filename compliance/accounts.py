@@ -28,6 +28,7 @@ No Flask here: the web app, the CLI and tests call these functions alike.
 from __future__ import annotations
 
 import enum
+import hmac
 import logging
 import re
 import secrets
@@ -39,7 +40,7 @@ from typing import Any
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import format_local
@@ -469,11 +470,21 @@ def demo_code_accepted(store: Store, settings: Settings) -> bool:
         return bool(box is not None and box.demo)
 
 
-def totp_ok(secret: str, code: str, now: datetime) -> bool:
+def totp_step(secret: str, code: str, now: datetime) -> int | None:
+    """The 30-second step `code` belongs to (one step of clock drift either side), or None."""
     code = "".join(code.split())
     if not (len(code) == 6 and code.isdigit()):
-        return False
-    return pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def totp_ok(secret: str, code: str, now: datetime) -> bool:
+    return totp_step(secret, code, now) is not None
 
 
 @dataclass
@@ -584,12 +595,14 @@ def authenticate(
         log("signin.no_totp_enrolled", "denied", grants)
         return _result(SignInOutcome.NOT_ENROLLED, settings, account.id)
     code = totp_code.strip()
-    code_ok = totp_ok(account.totp_secret, code, now) or (
-        code == DEMO_TOTP_CODE and demo_code_accepted(store, settings)
-    )
-    if not code_ok:
+    step = totp_step(account.totp_secret, code, now)
+    demo = step is None and code == DEMO_TOTP_CODE and demo_code_accepted(store, settings)
+    if step is None and not demo:
         # Counts like a wrong password: otherwise the code could be guessed without limit.
         return _failed(store, settings, account, "signin.bad_totp", lock_expired, now, log)
+    if step is not None and not _claim_totp_step(store, account.id, step):
+        # The code was right but already used: someone watched or replayed it.
+        return _failed(store, settings, account, "signin.totp_reused", lock_expired, now, log)
 
     roles_changed = set(grants) != set(account.grants)
     with store.transaction() as db:
@@ -605,6 +618,29 @@ def authenticate(
     actor = Actor.staff(account.username, account.id, grants, source_ip=source_ip, mfa=True)
     audit.record(store, actor, "signin", f"users:{account.id}", PURPOSE)
     return _result(SignInOutcome.OK, settings, account.id, actor=actor)
+
+
+def _claim_totp_step(store: Store, user_id: int, step: int) -> bool:
+    """Record `step` as used, atomically: of two sign-ins with one code, one wins."""
+    with store.engine.connect().execution_options(begin="IMMEDIATE") as conn, conn.begin():
+        claimed = conn.execute(
+            update(User)
+            .where(User.id == user_id)
+            .where(or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+            .values(totp_last_step=step)
+        )
+        return claimed.rowcount == 1
+
+
+def end_all_sessions(store: Store, user_id: int) -> int:
+    """Sign-out: raise the account's session epoch, so every cookie issued before (a copy
+    on another PC included) is refused on its next request. Returns the new epoch."""
+    with store.engine.connect().execution_options(begin="IMMEDIATE") as conn, conn.begin():
+        conn.execute(
+            update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1)
+        )
+        epoch: int = conn.execute(select(User.session_epoch).where(User.id == user_id)).scalar_one()
+    return epoch
 
 
 def _log(

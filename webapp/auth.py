@@ -148,6 +148,9 @@ def _staff_actor(uid: int) -> Actor | None:
         if user is None or not user.active:
             session.clear()
             return None
+        if int(session.get("epoch", 0)) != user.session_epoch:
+            session.clear()  # signed out since this cookie was issued (any copy of it)
+            return None
         username = user.username
         grants = accounts.grants_of(db, uid)
     roles = {gr.role for gr in grants}
@@ -315,8 +318,12 @@ def login() -> Any:
 
     session.clear()  # nothing from before sign-in survives it (session fixation)
     now = time.time()
+    with appliance_store.store.session() as db:
+        signed_in = db.get(User, result.user_id)
+        epoch = signed_in.session_epoch if signed_in is not None else 0
     session.update(
         {
+            "epoch": epoch,
             "uid": result.user_id,
             "mfa": True,
             "seen": now,
@@ -330,8 +337,9 @@ def login() -> Any:
 @bp.post("/logout")
 def logout() -> Any:
     actor = load_actor()
-    if actor is not None and actor.kind == "staff":
+    if actor is not None and actor.kind == "staff" and actor.user_id is not None:
         accounts.record_session_end(appliance_store.store, actor)
+        accounts.end_all_sessions(appliance_store.store, actor.user_id)
     session.clear()
     flash("您已安全退出。 You are signed out.")
     return redirect(url_for("auth.login"))

@@ -72,6 +72,10 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Raised at sign-out: every session cookie issued before it stops working, copies too."""
+    totp_last_step: Mapped[int | None]
+    """The last 30-second TOTP step accepted: a code is good once (RFC 6238 section 5.2)."""
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

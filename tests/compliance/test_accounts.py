@@ -16,7 +16,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from appliance.demo import DEMO_TOTP_CODE
 from appliance.records import (
@@ -93,6 +93,7 @@ def sign_in(
     now = now or utcnow()
     if code is None:
         code = pyotp.TOTP(acct.secret).at(now) if acct.secret else ""
+        forget_used_code(store, acct.username)
     return accounts.authenticate(
         store, settings, acct.username, password, code, "10.0.0.7", now=now
     )
@@ -566,3 +567,32 @@ def test_plain_ldap_to_another_host_is_refused_by_the_settings() -> None:
         LdapSettings(url="ldap://dc1.hospital.local")
     assert LdapSettings(url="ldap://dc1.hospital.local", start_tls=True).start_tls
     assert LdapSettings(url="ldaps://dc1.hospital.local").url
+
+
+def forget_used_code(store: Store, username: str) -> None:
+    """Tests sign one account in many times within 30 s; a person would wait for the next
+    code. Clearing the last used step stands for that wait, and nothing else."""
+    with store.transaction() as db:
+        db.execute(update(User).where(User.username == username).values(totp_last_step=None))
+
+
+def test_a_code_is_accepted_once(store: Store, settings: Settings) -> None:
+    """RFC 6238 5.2: a code that signed in once is refused the second time, and the
+    refusal counts as a failed attempt in the audit log."""
+    acct = make_account(store, settings)
+    now = utcnow()
+    code = pyotp.TOTP(acct.secret).at(now)
+    first = accounts.authenticate(
+        store, settings, acct.username, PASSWORD, code, "10.0.0.7", now=now
+    )
+    again = accounts.authenticate(
+        store, settings, acct.username, PASSWORD, code, "10.0.0.8", now=now
+    )
+    assert first.ok and not again.ok
+    with store.session() as db:
+        actions = [e.action for e in db.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert actions[-1] == "signin.totp_reused"
+    newer = pyotp.TOTP(acct.secret).at(now + timedelta(seconds=30))
+    assert accounts.authenticate(
+        store, settings, acct.username, PASSWORD, newer, "10.0.0.7", now=now + timedelta(seconds=30)
+    ).ok

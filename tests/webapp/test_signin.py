@@ -13,7 +13,7 @@ import pyotp
 import pytest
 from flask import Flask, jsonify, session
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from appliance.demo import DEMO_TOTP_CODE, demo_password
@@ -83,11 +83,34 @@ def _login(
         "csrf_token": _csrf(client),
         "username": username,
         "password": demo_password(username) if password is None else password,
-        "totp": pyotp.TOTP(_secret(app, username)).now() if code is None else code,
+        "totp": _fresh_code(app, username) if code is None else code,
     }
     if next_path is not None:
         form["next"] = next_path
     return client.post("/auth/login", data=form, headers=HTML)
+
+
+def _fresh_code(app: Flask, username: str) -> str:
+    """The current code, as if its 30-second step had not been used yet: tests sign one
+    account in many times within a step, where a person would wait for the next code."""
+    with _store(app).transaction() as db:
+        db.execute(update(User).where(User.username == username).values(totp_last_step=None))
+    return pyotp.TOTP(_secret(app, username)).now()
+
+
+def test_sign_out_ends_every_copy_of_the_session(app: Flask) -> None:
+    """A cookie copied before sign-out (another PC, a stolen copy) is refused afterwards."""
+    client = app.test_client()
+    assert _login(app, client, "hr.east").status_code == 302
+    copy = app.test_client()
+    for cookie in client._cookies.values():
+        copy.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    assert _signed_in(copy)
+    with client.session_transaction() as sess:
+        token = sess["csrf"]
+    assert client.post("/auth/logout", data={"csrf_token": token}, headers=HTML).status_code == 302
+    assert not _signed_in(client)
+    assert not _signed_in(copy)
 
 
 def _events(app: Flask, action: str) -> list[AuditEvent]:

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from appliance import crypto
 from appliance.blobs import RECORD_OVERHEAD, ChunkCipher
-from appliance.database import database_path
+from appliance.database import cipher_connect, database_path
 from appliance.datadir import check_empty, make_folders
 from appliance.errors import DataDirError, IntegrityError, WrongKeyError
 from appliance.keyring import SubjectKeyring, write_private
@@ -209,8 +209,6 @@ def backup(store: Store, out_path: Path) -> None:
 
 def _snapshot_database(store: Store, target: Path) -> None:
     """SQLite's online backup into a file keyed like the live one (it stays encrypted)."""
-    from appliance.database import cipher_connect
-
     dst = cipher_connect(target, store.keys.database)
     raw = store.engine.raw_connection()
     try:

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.blobs import BlobStore
-from appliance.database import cipher_engine, database_path, rekey_database
+from appliance.database import cipher_connect, cipher_engine, database_path, rekey_database
 from appliance.errors import DatabaseKeyError, DataDirError
 from appliance.keyring import SubjectKeyring
 from appliance.keys import BoxKeys, keys_dir, store_database_key, unseal
@@ -93,8 +93,6 @@ def finish_database_rekey(data_dir: Path, keys: BoxKeys) -> BoxKeys:
     if keys.database_previous is None:
         return keys
     path = database_path(data_dir)
-    from appliance.database import cipher_connect
-
     try:
         cipher_connect(path, keys.database).close()
     except DatabaseKeyError:

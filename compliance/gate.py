@@ -39,15 +39,20 @@ from appliance.blobs import BlobReader
 from appliance.personal import PersonalField, Unavailable, session_vault
 from appliance.records import (
     Answer,
+    AnswerAnalysis,
     Application,
     Candidate,
     Comment,
     Employee,
     Evaluation,
+    ExpressionSignals,
+    FaceSignals,
     InterviewSession,
     OrgUnit,
     Recording,
     Referral,
+    ScoreOverride,
+    ScoreReport,
 )
 from appliance.store import Store
 from compliance import audit
@@ -67,7 +72,25 @@ MEDIA_FIELD = "recordings.media"
 """What a stream or download event names in `fields` (the recording, not a column)."""
 
 # Rows that belong to the candidate named by their `subject_id` (org subtree and self scope).
-_CANDIDATE_SUBJECT_ROWS: tuple[type[Any], ...] = (Answer, Recording, Evaluation, Comment, Referral)
+_CANDIDATE_SUBJECT_ROWS: tuple[type[Any], ...] = (
+    Answer,
+    Recording,
+    Evaluation,
+    Comment,
+    Referral,
+    AnswerAnalysis,
+    FaceSignals,
+    ExpressionSignals,
+    ScoreReport,
+    ScoreOverride,
+)
+# Rows about one answer, which an interviewer reaches through the answers of their sessions.
+_PER_ANSWER_ROWS: tuple[type[Any], ...] = (
+    Recording,
+    AnswerAnalysis,
+    FaceSignals,
+    ExpressionSignals,
+)
 
 
 class AccessDenied(Exception):
@@ -181,10 +204,16 @@ def _clause(reach: _Reach, model: type[Any]) -> ColumnElement[bool]:
             return _assigned_to(reach.user_id)
         if model is Answer:
             return Answer.session_id.in_(sessions)
-        if model is Recording:
-            return Recording.answer_id.in_(select(Answer.id).where(Answer.session_id.in_(sessions)))
+        if model in _PER_ANSWER_ROWS:
+            answers = select(Answer.id).where(Answer.session_id.in_(sessions))
+            return model.answer_id.in_(answers)
         if model is Evaluation:
             return Evaluation.session_id.in_(sessions)
+        if model is ScoreReport:
+            return ScoreReport.session_id.in_(sessions)
+        if model is ScoreOverride:
+            reports = select(ScoreReport.id).where(ScoreReport.session_id.in_(sessions))
+            return ScoreOverride.report_id.in_(reports)
         if model is Application:
             return Application.id.in_(session_apps)
         if model is Candidate:

@@ -1,8 +1,17 @@
 """The box's records (SQLAlchemy 2 models), grouped by domain. Import from here."""
 
+from appliance.records.analysis import (
+    AnalysisStatus,
+    AnswerAnalysis,
+    ExpressionSignals,
+    FaceSignals,
+    ScoreOverride,
+    ScoreReport,
+)
 from appliance.records.audit import AuditCheckpoint, AuditEvent, CandidateToken
 from appliance.records.base import Base, UTCDateTime, new_uuid, utcnow
 from appliance.records.box import BoxInfo
+from appliance.records.consent import Consent, ConsentPurpose
 from appliance.records.documents import ResumeParse
 from appliance.records.hiring import (
     Application,
@@ -28,7 +37,15 @@ from appliance.records.org import OrgKind, OrgUnit, Role, RoleAssignment, User
 from appliance.records.people import Candidate, Employee, Referral, Subject, SubjectKind
 
 __all__ = [
+    "AnalysisStatus",
     "Answer",
+    "AnswerAnalysis",
+    "Consent",
+    "ConsentPurpose",
+    "ExpressionSignals",
+    "FaceSignals",
+    "ScoreOverride",
+    "ScoreReport",
     "AuditCheckpoint",
     "AuditEvent",
     "CandidateToken",

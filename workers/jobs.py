@@ -296,6 +296,8 @@ class PeriodicJob:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("workers.maintenance.checkpoint_database", every_s=3600),
     PeriodicJob("workers.maintenance.seal_audit_log", every_s=300),
+    PeriodicJob("workers.privacy.apply_retention", every_s=24 * 3600),
+    PeriodicJob("workers.privacy.remind_request_deadlines", every_s=4 * 3600),
 )
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)

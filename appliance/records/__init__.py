@@ -35,6 +35,20 @@ from appliance.records.interviews import (
 from appliance.records.jobs import JobRun, RunStatus
 from appliance.records.org import OrgKind, OrgUnit, Role, RoleAssignment, User
 from appliance.records.people import Candidate, Employee, Referral, Subject, SubjectKind
+from appliance.records.privacy import (
+    BiasAudit,
+    DataRequest,
+    DeletionCertificate,
+    EqualityData,
+    ImpactAssessment,
+    JobClosure,
+    JurisdictionChange,
+    LegalHold,
+    NoticeText,
+    RequestKind,
+    RequestStatus,
+    RetentionRun,
+)
 
 __all__ = [
     "AnalysisStatus",
@@ -81,4 +95,16 @@ __all__ = [
     "UTCDateTime",
     "new_uuid",
     "utcnow",
+    "BiasAudit",
+    "DataRequest",
+    "DeletionCertificate",
+    "EqualityData",
+    "ImpactAssessment",
+    "JobClosure",
+    "JurisdictionChange",
+    "LegalHold",
+    "NoticeText",
+    "RequestKind",
+    "RequestStatus",
+    "RetentionRun",
 ]

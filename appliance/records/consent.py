@@ -28,6 +28,12 @@ class ConsentPurpose(enum.StrEnum):
     FACE_ANALYSIS = "face_analysis"
     """Face presence, gaze, identity consistency and, where the profile allows, expression:
     sensitive personal information (PIPL Art. 28-29), always a separate step."""
+    SCREENING = "screening"
+    """Reviewing the application and resume for the requisition applied to."""
+    BACKGROUND_CHECK = "background_check"
+    """Verifying licences, titles and references with their issuers (issue #8)."""
+    TALENT_POOL = "talent_pool"
+    """Keeping the file after the requisition closes, for later openings (issue #8)."""
 
 
 class Consent(Base):

@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 DATA ?= demo-data
 # System packages: what the box needs to run, and what the tests need on top.
 APT_RUN := redis-server python3-venv gnupg ca-certificates
-APT_TEST := chromium slapd
+# debootstrap, vagrant(-libvirt), systemd: the Ansible checks (issue 9).
+APT_TEST := chromium slapd debootstrap vagrant vagrant-libvirt python3.11-venv iproute2 systemd
 
 .PHONY: install install-test models run test lint typecheck pytest clean-demo
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from appliance import logs
 from appliance.errors import ApplianceError, DataDirError
 from appliance.settings import Settings, load_settings
 
@@ -45,6 +46,13 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(settings, **kwargs)
 
     return wrapper
+
+
+def _guard(settings: Settings, process: str) -> None:
+    """No egress from this process from here on (issue 9, item 6): before models load."""
+    from appliance import egress
+
+    egress.install(settings, process)
 
 
 def _read_secret_file(path: Path | None) -> str | None:
@@ -130,6 +138,7 @@ def run(settings: Settings, host: str | None, port: int | None) -> None:
     if logins:
         _print_logins(logins)
     click.echo(f"\nLogs are in {settings.data_dir}/logs. Stop with Ctrl-C (SIGTERM).\n")
+    _guard(settings, "supervisor")
     Supervisor(settings, store.keys, cert.cert_path, cert.key_path, env).run_forever()
     from compliance.signing import stop_agent
 
@@ -484,7 +493,11 @@ def audit_verify(settings: Settings) -> None:
 @click.option("--burst", is_flag=True)
 def worker(settings: Settings, queues: tuple[str, ...], burst: bool) -> None:
     """Run an rq worker for the given queues (started by `appliance run` or systemd)."""
-    from workers.runtime import run_worker
+    from workers.runtime import configure_logging, run_worker
+
+    name = f"worker-{'+'.join(queues)}"
+    configure_logging(process_name=name)
+    _guard(settings, name)
 
     run_worker(settings, queues, burst=burst)
 
@@ -506,6 +519,8 @@ def scheduler(settings: Settings) -> None:
         running = False
 
     signal.signal(signal.SIGTERM, _stop)
+    logs.configure("scheduler")
+    _guard(settings, "scheduler")
     store = current_store()
     redis = queue.connect(settings.data_dir, store.keys)
     while running:
@@ -514,6 +529,52 @@ def scheduler(settings: Settings) -> None:
             if not running:
                 break
             time.sleep(1)
+
+
+@cli.command("metrics")
+@_settings_options
+def metrics(settings: Settings) -> None:
+    """Serve Prometheus metrics on the internal port (settings `metrics.host`/`metrics.port`)."""
+    from appliance import queue
+    from appliance.metrics import make_server
+    from appliance.store import Store
+
+    logs.configure("metrics")
+    _guard(settings, "metrics")
+    store = Store.open(settings, pool_size=1)
+    redis = queue.connect(settings.data_dir, store.keys)
+    server = make_server(store, redis, settings.metrics.host, settings.metrics.port)
+    click.echo(f"metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics")
+    try:
+        server.serve_forever()
+    finally:
+        store.close()
+
+
+@cli.command("doctor")
+@_settings_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--backup-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where scheduled backups are written (default /var/backups/enclave).",
+)
+def doctor(settings: Settings, as_json: bool, backup_dir: Path | None) -> None:
+    """Check keys, disk, certificates, redis, workers, models, clock, backups.
+
+    Exit 0 when all is ok, 1 when something warns, 2 when something fails."""
+    from appliance import doctor as checks
+
+    results = checks.run_checks(settings, backup_dir or checks.DEFAULT_BACKUP_DIR)
+    state = checks.overall(results)
+    if as_json:
+        click.echo(json.dumps(checks.as_json(results), ensure_ascii=False, indent=2))
+    else:
+        for item in results:
+            click.echo(f"{item.state.upper():5} {item.name:<13} {item.detail}")
+        click.echo(f"overall: {state}")
+    sys.exit(checks.EXIT_CODES[state])
 
 
 @cli.group()
@@ -607,6 +668,7 @@ def models_fetch(settings: Settings, source: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
 def transcribe(settings: Settings, file: Path, lang: str, as_json: bool) -> None:
     """Transcribe a media FILE with the workers' own code (no data dir is opened)."""
+    _guard(settings, "transcribe")
     from workers.analysis.asr import transcribe_file
 
     out = transcribe_file(settings, file, None if lang == "auto" else lang)
@@ -619,6 +681,7 @@ def transcribe(settings: Settings, file: Path, lang: str, as_json: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print the face timeline as JSON.")
 def faces(settings: Settings, file: Path, as_json: bool) -> None:
     """Face presence, gaze and identity timeline of a video FILE (the workers' own code)."""
+    _guard(settings, "faces")
     from workers.analysis.faces import faces_file
 
     out = faces_file(settings, file)
@@ -1104,6 +1167,122 @@ def bias_audit(
         click.echo(f"Bias audit {row.id} written to {out_file}.")
     else:
         click.echo(table)
+
+
+@certs.command("worker")
+@_settings_options
+@click.argument("name")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def certs_worker(settings: Settings, name: str, out_dir: Path) -> None:
+    """Issue a client certificate for worker host NAME (scale-out; internal API over mTLS)."""
+    from appliance.queue import redis_worker_password
+    from appliance.store import Store
+    from certs.authority import issue_worker_certificate
+
+    creds = issue_worker_certificate(settings.data_dir / "certs", name, out_dir)
+    store = Store.open(settings, pool_size=1)
+    try:
+        secret = redis_worker_password(store.keys, creds.name)
+    finally:
+        store.close()
+    password_file = out_dir / "redis-password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(secret + "\n")
+    click.echo(f"Worker {creds.name}: {creds.cert_path}, {creds.key_path}, {creds.ca_path}")
+    click.echo(f"Fingerprint {creds.fingerprint_sha256}, valid until {creds.not_after}.")
+    click.echo(f"Its Redis user is {creds.name}, password in {password_file}.")
+    click.echo("Copy the four files to the worker host only; the key is its identity.")
+
+
+@cli.command("internal-api")
+@_settings_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8444, show_default=True)
+def internal_api(settings: Settings, host: str, port: int) -> None:
+    """Serve the internal worker API over mTLS (worker certificates of the box's CA only)."""
+    from certs.authority import ensure_server_certificate
+    from webapp import create_internal_app
+    from webapp.internal import internal_server
+
+    certs_dir = settings.data_dir / "certs"
+    ensure_server_certificate(certs_dir, list(settings.web.hostnames))
+    server = internal_server(create_internal_app({"SETTINGS": settings}), host, port, certs_dir)
+    click.echo(f"Internal worker API on https://{host}:{port}/internal/v1 (mTLS)")
+    server.serve_forever()
+
+
+@cli.command("bundle")
+@_settings_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Take the wheels from this folder instead of building them.",
+)
+@click.option("--wheel", "wheels", multiple=True, help="Only wheels matching this glob.")
+@click.option("--model", "models", multiple=True, help="Only this model (default: all).")
+@click.option(
+    "--models-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Weight packages already downloaded (default: the models download cache).",
+)
+@click.option("--deb", "debs", multiple=True, help="Only these Debian packages (default: all).")
+@click.option("--no-deb-dependencies", is_flag=True, help="Do not add what the .debs depend on.")
+def bundle(
+    settings: Settings,
+    out_dir: Path,
+    wheelhouse: Path | None,
+    wheels: tuple[str, ...],
+    models: tuple[str, ...],
+    models_from: Path | None,
+    debs: tuple[str, ...],
+    no_deb_dependencies: bool,
+) -> None:
+    """Make the signed air-gapped install bundle (wheels, models, .debs, playbook)."""
+    from appliance.bundle import DEFAULT_DEBS, BundleError, BundleSpec, Signer, make_bundle
+    from appliance.store import Store
+    from compliance.signing import box_signer
+    from models.bundle import UnknownModel, collect_archives
+
+    spec = BundleSpec(
+        out=out_dir,
+        wheelhouse=wheelhouse,
+        wheels=wheels,
+        debs=debs or DEFAULT_DEBS,
+        deb_dependencies=not no_deb_dependencies,
+    )
+    store = Store.open(settings, pool_size=1)
+    try:
+        box = box_signer(settings.data_dir, store.keys)
+        signer = Signer(box.sign_detached, box.export_public_key(), box.fingerprint)
+    finally:
+        store.close()
+
+    def collect_models(folder: Path) -> int:
+        try:
+            return collect_archives(
+                folder, models or None, models_from, settings.ai.models_dir, click.echo
+            )
+        except UnknownModel as exc:
+            raise BundleError(str(exc)) from None
+
+    make_bundle(spec, signer, collect_models, click.echo)
+    click.echo(f"Signing key fingerprint (give it to the verifier): {signer.fingerprint}")
+
+
+@cli.command("bundle-verify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--fingerprint", help="The signing key's fingerprint printed by `bundle`.")
+def bundle_verify(folder: Path, fingerprint: str | None) -> None:
+    """Check a bundle's signature and every file's sha256."""
+    from appliance.bundle import verify_bundle
+    from compliance.signing import verify_with_public_key
+
+    signer = verify_bundle(folder, verify_with_public_key, fingerprint)
+    click.echo(f"{folder}: every file matches the manifest signed by {signer}")
+    if fingerprint is None:
+        click.echo("warning: no --fingerprint given; compare the one above with the maker's")
 
 
 def main() -> None:

@@ -60,6 +60,38 @@ def redis_config(data_dir: Path, keys: BoxKeys) -> str:
     )
 
 
+def redis_worker_password(keys: BoxKeys, worker: str) -> str:
+    """A worker host's own Redis password (scale-out): one per host, so one can be shut out."""
+    return crypto.derive_key(keys.master, b"enclave:redis-worker:" + worker.encode()).hex()
+
+
+def redis_tls_config(
+    keys: BoxKeys, certs_dir: Path, bind: str, port: int, workers: tuple[str, ...]
+) -> str:
+    """Extra redis.conf lines for scale-out: a TLS port that demands a client certificate
+    of the box's CA (`appliance certs worker NAME`), and one ACL user per worker host.
+
+    Worker users reach rq's keys only and no admin or dangerous command; the firewall
+    opens the port to the worker hosts alone. Append to `redis_config`'s text.
+    """
+    lines = [
+        f"bind {bind}",
+        f"tls-port {port}",
+        f"tls-cert-file {certs_dir / 'server.pem'}",
+        f"tls-key-file {certs_dir / 'server.key'}",
+        f"tls-ca-cert-file {certs_dir / 'ca.pem'}",
+        "tls-auth-clients yes",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+    ]
+    for worker in workers:
+        password = redis_worker_password(keys, worker)
+        lines.append(
+            f"user {worker} on >{password} ~rq:* &* +@all -@admin -@dangerous "
+            "+client|setname +client|getname +client|id +info"
+        )
+    return "\n".join([*lines, ""])
+
+
 def check_payload(args: tuple[object, ...]) -> None:
     """Jobs carry ids only: ints (row ids) or 32-hex ids (subjects, blobs). Nothing else."""
     for arg in args:

@@ -31,6 +31,8 @@ DEFAULT_CONFIG = Path("/etc/enclave/appliance.toml")
 DEFAULT_SECRETS = Path("/etc/enclave/secrets.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/enclave")
 ENV_PREFIX = "ENCLAVE_"
+_NOT_SETTINGS = ("ENCLAVE_CONFIG", "ENCLAVE_SECRETS", "ENCLAVE_LOG_FORMAT")
+"""Read by the process before the settings exist (appliance.logs reads the last)."""
 
 
 class _Frozen(BaseModel):
@@ -191,6 +193,26 @@ class PrivacySettings(_Frozen):
     """A role address, not a person's name (e.g. dpo@hospital.example)."""
 
 
+class EgressSettings(_Frozen):
+    """No egress (issue 9, item 6): every long-running process refuses connections to any
+    host but loopback, unix sockets and the hosts these settings name (`appliance.egress`)."""
+
+    guard: bool = True
+    """Development only: false lets a process connect anywhere (ENCLAVE_EGRESS__GUARD=false).
+    Never on a real box; the firewall role still blocks what the processes would send."""
+    allow_hosts: tuple[str, ...] = ()
+    """Further destinations besides smtp.host and auth.ldap.url: host names, IP addresses or
+    networks (CIDR), e.g. the SMS gateway, the box's address on a scale-out worker host."""
+
+
+class MetricsSettings(_Frozen):
+    """`appliance metrics` (issue 9): Prometheus text on an internal port, never opened by
+    the firewall role; loopback unless IT binds it to a management interface."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=1, le=65535)
+
+
 class Settings(_Frozen):
     data_dir: Path = DEFAULT_DATA_DIR
     timezone: str = "Asia/Shanghai"
@@ -214,6 +236,8 @@ class Settings(_Frozen):
     audit: AuditSettings = AuditSettings()
     ai: AiSettings = AiSettings()
     privacy: PrivacySettings = PrivacySettings()
+    egress: EgressSettings = EgressSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("data_dir", "key_file", "runtime_dir")
     @classmethod
@@ -272,14 +296,14 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """`ENCLAVE_WEB__PORT=9443` becomes {"web": {"port": "9443"}}; pydantic converts types."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ("ENCLAVE_CONFIG", "ENCLAVE_SECRETS"):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
         value_any: Any = value
-        if path[-1] == "hostnames" or path[-1] == "queues":
+        if path[-1] in ("hostnames", "queues", "allow_hosts"):
             value_any = [v.strip() for v in value.split(",") if v.strip()]
         node[path[-1]] = value_any
     return out

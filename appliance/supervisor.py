@@ -91,6 +91,8 @@ def child_specs(settings: Settings, certfile: Path, keyfile: Path) -> list[tuple
         )
     # Enqueues the periodic jobs when they are due (workers/jobs.py PERIODIC_JOBS).
     specs.append(("scheduler", [py, "-m", "appliance", "scheduler", "--data-dir", str(data_dir)]))
+    # Prometheus text on the internal port (appliance/metrics.py, issue 9).
+    specs.append(("metrics", [py, "-m", "appliance", "metrics", "--data-dir", str(data_dir)]))
     return specs
 
 
@@ -186,7 +188,7 @@ class Supervisor:
         """Front first (web, media, scheduler), then workers (they finish their job), then
         redis; each tier is signalled at once, and SIGKILLed after a grace period."""
         tiers = [
-            [c for c in self.children if c.name in ("web", "media", "scheduler")],
+            [c for c in self.children if c.name in ("web", "media", "scheduler", "metrics")],
             [c for c in self.children if c.name.startswith("worker-")],
             [c for c in self.children if c.name == "redis"],
         ]

@@ -54,6 +54,8 @@ SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
 IMPORTED_MARKER = "imported.json"
 LOCK_FILE = ".lock"
+WORKER_UNIT = "worker"
+"""The OU of worker client certificates: the internal API serves only these."""
 
 ORGANISATION = "Enclave HR appliance"
 CA_VALIDITY = timedelta(days=3650)
@@ -403,6 +405,107 @@ def _is_current(cert: x509.Certificate, wanted: list[x509.GeneralName], now: dat
     if cert.not_valid_before_utc > now or cert.not_valid_after_utc - now <= RENEW_BEFORE:
         return False
     return not _uncovered(cert, wanted)
+
+
+# --- worker client certificates ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerCredentials:
+    """What a worker host needs to reach the box's internal API (scale-out)."""
+
+    name: str
+    cert_path: Path
+    key_path: Path
+    ca_path: Path
+    fingerprint_sha256: str
+    not_after: datetime
+
+
+def issue_worker_certificate(
+    folder: Path, name: str, out_dir: Path, now: datetime | None = None
+) -> WorkerCredentials:
+    """Issue a client certificate for the worker host `name` from the box's internal CA.
+
+    Writes `<name>.pem`, `<name>.key` (0600) and the CA's `ca.pem` into `out_dir`, to be
+    copied to the worker host (the workers role). The certificate names the host in its
+    CN and carries OU=worker and only the clientAuth usage, so it cannot serve TLS and
+    the internal API can tell a worker from any other certificate of the CA. Revoking a
+    worker means making a new CA: keep `out_dir` as protected as the host itself.
+    """
+    now = _utc(now)
+    label = _dns_name(name, name.strip().lower())
+    if "." in label:
+        raise CertificateError(f"{name!r}: a worker name is one label (e.g. gpu-worker-1)")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        ca_cert, ca_key, _created = _load_or_create_ca(folder, now)
+    cert, key = _issue_client_certificate(ca_cert, ca_key, label, now)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    creds = WorkerCredentials(
+        name=label,
+        cert_path=out_dir / f"{label}.pem",
+        key_path=out_dir / f"{label}.key",
+        ca_path=out_dir / CA_CERT,
+        fingerprint_sha256=_fingerprint(cert),
+        not_after=cert.not_valid_after_utc,
+    )
+    _write_atomic(creds.key_path, _private_pem(key), 0o600)
+    _write_atomic(creds.cert_path, _pem(cert) + _pem(ca_cert), 0o644)
+    _write_atomic(creds.ca_path, _pem(ca_cert), 0o644)
+    log.info("issued worker certificate for %s until %s", label, creds.not_after.isoformat())
+    return creds
+
+
+def worker_name_of(cert_pem: str) -> str | None:
+    """The worker name in a client certificate of ours, or None if it is not a worker's.
+
+    The TLS layer has already checked that the box's CA issued it; this refuses the
+    CA's other certificates (the server's) that a stolen server key could present.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages or not units or not names:
+        return None
+    if units[0].value != WORKER_UNIT:
+        return None
+    return str(names[0].value)
+
+
+def _issue_client_certificate(
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    not_before = now - CLOCK_SKEW
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, WORKER_UNIT),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_before + SERVER_VALIDITY, ca.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
 
 
 # --- imported certificates -------------------------------------------------

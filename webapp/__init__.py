@@ -26,6 +26,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     if not isinstance(app.config.get("SETTINGS"), Settings):
         app.config["SETTINGS"] = load_settings()
+    if not app.testing:
+        # The served app (gunicorn): no egress, JSON logs (issue 9). Not under TESTING: an
+        # audit hook is permanent, and the test process is not the box.
+        from appliance import egress, logs
+
+        egress.install(app.config["SETTINGS"], "web")
+        logs.configure("web")
 
     from webapp.extensions import appliance_store, security_headers
 
@@ -44,4 +51,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(privacy.bp)
     register_error_handlers(app)
+    return app
+
+
+def create_internal_app(config: dict[str, Any] | None = None) -> Flask:
+    """The internal worker API alone, for the mTLS listener (`webapp.internal`): worker
+    hosts reach no portal page, and browsers reach no internal endpoint."""
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=64 << 20, **(config or {}))
+    if not isinstance(app.config.get("SETTINGS"), Settings):
+        app.config["SETTINGS"] = load_settings()
+    if not app.testing:
+        # The served app (gunicorn): no egress, JSON logs (issue 9). Not under TESTING: an
+        # audit hook is permanent, and the test process is not the box.
+        from appliance import egress, logs
+
+        egress.install(app.config["SETTINGS"], "web")
+        logs.configure("web")
+
+    from webapp import internal
+    from webapp.extensions import appliance_store
+
+    appliance_store.init_app(app)
+    app.register_blueprint(internal.bp)
     return app

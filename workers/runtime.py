@@ -25,6 +25,7 @@ from typing import TextIO
 
 from rq import SimpleWorker, get_current_job
 
+from appliance import logs
 from appliance.queue import QUEUES, WORKER_TTL, connect
 from appliance.settings import Settings, load_settings
 from appliance.store import Store
@@ -82,16 +83,22 @@ def log_handler(stream: TextIO | None = None) -> logging.Handler:
     return handler
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int = logging.INFO, process_name: str = "worker") -> None:
     """Set up the worker log format, unless the process already logs somewhere.
 
-    With a handler on the root logger, rq adds none of its own, so rq's lines
-    take this format too.
+    JSON lines (`appliance.logs`, issue 9) with `job_id`, or the text format with
+    ENCLAVE_LOG_FORMAT=text. With a handler on the root logger, rq adds none of its
+    own, so rq's lines take this format too.
     """
     root = logging.getLogger()
     if root.handlers:
         return
-    root.addHandler(log_handler())
+    if logs.wants_json():
+        handler = logs.json_handler(process_name)
+        handler.addFilter(JobIdFilter())
+    else:
+        handler = log_handler()
+    root.addHandler(handler)
     root.setLevel(level)
 
 
@@ -122,7 +129,8 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool = False) -
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
-    configure_logging()
+    process_name = f"worker-{'+'.join(queues)}"
+    configure_logging(process_name=process_name)
     store = open_store(settings)
     # The scheduler is a forked process: hand it no pooled SQLite connections.
     store.engine.dispose()

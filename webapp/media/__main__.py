@@ -9,6 +9,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from appliance import egress, logs
+from appliance.settings import load_settings
+
 log = logging.getLogger("enclave.media")
 
 
@@ -26,7 +29,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--socket", type=Path, required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s media %(levelname)s %(message)s")
+    if not logs.configure("media"):
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s media %(levelname)s %(message)s"
+        )
+    # WebRTC peers are on the hospital network: list its ranges in egress.allow_hosts (issue 9).
+    egress.install(load_settings(), "media")
     if args.socket.exists():
         args.socket.unlink()
     os.umask(0o077)  # the socket is for the web app (same service user) only

@@ -63,6 +63,24 @@ class Store:
         with self.session() as session, session.begin():
             yield session
 
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """Like `transaction`, but holding SQLite's write lock from BEGIN (IMMEDIATE).
+
+        For a transaction that reads and then writes while other processes write too
+        (workers): in WAL mode a plain transaction that read before another process
+        committed cannot become a writer and fails with "database is locked"; one that
+        takes the lock first waits its turn instead (busy timeout).
+        """
+        with self.session() as session:
+            session.connection(execution_options={"begin": "IMMEDIATE"})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
     def new_subject(self, session: Session, kind: SubjectKind) -> Subject:
         """A subject row with a fresh data key (a key without a row is harmless; not vice versa)."""
         subject = Subject(kind=kind)

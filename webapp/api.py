@@ -20,28 +20,36 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import Forbidden, NotFound
 
 from appliance.records import (
     Answer,
+    AnswerAnalysis,
     Application,
     Candidate,
     Comment,
     Evaluation,
+    ExpressionSignals,
+    FaceSignals,
     InterviewSession,
     Recording,
     Referral,
+    ScoreOverride,
+    ScoreReport,
+    User,
 )
 from compliance.actors import Actor
 from compliance.gate import MEDIA_FIELD, AccessDenied, Gate, NotInScope, Shown
+from compliance.overrides import OverrideRefused, effective_overrides, override_score
 from webapp.auth import current_actor, load_actor
 from webapp.extensions import appliance_store
 
@@ -55,7 +63,8 @@ class Endpoint:
     rule: str
     method: str
     action: str
-    """What the policy must allow: view, search, export, or a media mode (stream, download)."""
+    """What the policy must allow: view, search, export, a media mode (stream, download), or
+    update (a write: the field rule of every declared field must be write)."""
     entity: str
     """The table of the row the endpoint is about (or lists)."""
     fields: tuple[str, ...]
@@ -66,9 +75,26 @@ CANDIDATE_FIELDS = tuple(
     f"candidates.{f}" for f in ("name", "phone", "email", "id_number", "address")
 )
 LIST_FIELDS = ("candidates.name", "candidates.phone", "candidates.email")
-ONE_FIELDS = (*CANDIDATE_FIELDS, "comments.body", "referrals.note")
+ONE_FIELDS = (*CANDIDATE_FIELDS, "comments.body", "referrals.note", "score_reports.report")
+"""The candidate file; `score_reports.report` gives each interview's AI summary (issue #5)."""
 EXPORT_FIELDS = CANDIDATE_FIELDS
-INTERVIEW_FIELDS = ("candidates.name", "answers.transcript", "evaluations.notes")
+INTERVIEW_FIELDS = (
+    "candidates.name",
+    "answers.transcript",
+    "evaluations.notes",
+    # What the local AI derived (issue #5). Not `face_signals.embedding`: the identity
+    # embedding is biometric and no staff screen shows it (policy.yaml).
+    "answer_analyses.signals",
+    "face_signals.timeline",
+    "expression_signals.signals",
+    "score_reports.report",
+    "score_overrides.reason",
+)
+REPORT_FIELDS = ("candidates.name", "score_reports.report", "score_overrides.reason")
+"""The PDF of a score report: who it is about, the report, the overrides with reasons."""
+EXPLANATION_FIELDS = ("score_reports.report", "score_overrides.reason")
+"""The explanation a candidate can be given (PIPL Art. 24): the report, not the candidate file."""
+OVERRIDE_FIELDS = ("score_overrides.reason",)
 MEDIA_FIELDS = (MEDIA_FIELD,)
 
 
@@ -95,6 +121,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "view",
         "interview_sessions",
         INTERVIEW_FIELDS,
+    ),
+    *_both(
+        "score_report_pdf",
+        "/interviews/<int:session_id>/report.pdf",
+        "GET",
+        "export",
+        "score_reports",
+        REPORT_FIELDS,
+    ),
+    *_both(
+        "score_explanation",
+        "/interviews/<int:session_id>/explanation",
+        "GET",
+        "view",
+        "score_reports",
+        EXPLANATION_FIELDS,
+    ),
+    *_both(
+        "override_score",
+        "/interviews/<int:session_id>/overrides",
+        "POST",
+        "update",
+        "score_overrides",
+        OVERRIDE_FIELDS,
     ),
     *_both(
         "stream_recording",
@@ -174,8 +224,9 @@ def search_term() -> tuple[str, str]:
 
 def candidate_file(
     the_gate: Gate, actor: Actor, db: Session, candidate_id: int, purpose: str, endpoint: str
-) -> tuple[Shown, list[Shown], list[Shown], list[Application]]:
-    """One candidate with the comments and referrals about them: one audit event.
+) -> tuple[Shown, list[Shown], list[Shown], list[Application], list[dict[str, Any]]]:
+    """One candidate with the comments and referrals about them and their interviews (with
+    each one's AI summary where the role may read the report): one audit event.
 
     Related rows are queried through the gate's scope too, so an interviewer (who
     reaches the candidate through an assigned session) never pulls HR's comments in.
@@ -184,102 +235,424 @@ def candidate_file(
     if candidate is None:
         abort(404)
     fields = fields_of(endpoint)
-    comments = list(
-        db.scalars(
-            select(Comment)
-            .join(Application, Comment.application_id == Application.id)
-            .where(
-                Application.candidate_id == candidate_id,
-                the_gate.scope(actor, Comment, "view", purpose),
-            )
-            .order_by(Comment.created_at, Comment.id)
-        )
+    comments = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(Comment)
+        .join(Application, Comment.application_id == Application.id)
+        .where(Application.candidate_id == candidate_id)
+        .order_by(Comment.created_at, Comment.id),
+        Comment,
+        purpose,
     )
-    referrals = list(
-        db.scalars(
-            select(Referral)
-            .where(
-                Referral.candidate_id == candidate_id,
-                the_gate.scope(actor, Referral, "view", purpose),
-            )
-            .order_by(Referral.id)
-        )
+    referrals = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(Referral).where(Referral.candidate_id == candidate_id).order_by(Referral.id),
+        Referral,
+        purpose,
     )
-    applications = list(
-        db.scalars(
-            select(Application)
-            .where(
-                Application.candidate_id == candidate_id,
-                the_gate.scope(actor, Application, "view", purpose),
-            )
-            .order_by(Application.id)
-        )
+    applications = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(Application)
+        .where(Application.candidate_id == candidate_id)
+        .order_by(Application.id),
+        Application,
+        purpose,
     )
-    shown = the_gate.view_many(actor, [candidate, *comments, *referrals], purpose, fields)
+    own = select(Application.id).where(Application.candidate_id == candidate_id)
+    sessions = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(InterviewSession)
+        .where(InterviewSession.application_id.in_(own))
+        .order_by(InterviewSession.id),
+        InterviewSession,
+        purpose,
+    )
+    reports = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(ScoreReport).where(ScoreReport.application_id.in_(own)).order_by(ScoreReport.id),
+        ScoreReport,
+        purpose,
+    )
+    shown = the_gate.view_many(actor, [candidate, *comments, *referrals, *reports], purpose, fields)
     # A comment or referral the role sees nothing of is left out, not listed empty: its
     # existence ("HR wrote something about them") is itself not for that role.
     about = [s for s in shown[1:] if s.values]
+    summaries = {s.row.session_id: s for s in about if s.entity == "score_reports"}
     return (
         shown[0],
         [s for s in about if s.entity == "comments"],
         [s for s in about if s.entity == "referrals"],
         applications,
+        [_interview_summary(session, summaries.get(session.id)) for session in sessions],
     )
+
+
+def _interview_summary(session: InterviewSession, report: Shown | None) -> dict[str, Any]:
+    """An interview in the candidate file: its state and, if shown, the AI's summary."""
+    data = shown_json(report, "report")
+    data = data if isinstance(data, dict) else {}
+    return {
+        "id": session.id,
+        "application_id": session.application_id,
+        "status": session.status.value,
+        "analysis_status": session.analysis_status,
+        "summary": data.get("summary"),
+        "overall": data.get("overall"),
+    }
 
 
 @dataclass
 class InterviewFile:
+    """One interview as the actor may see it. Rows the actor sees nothing of are left out
+    (like comments: that an expression estimate exists is itself not an interviewer's)."""
+
     session: InterviewSession
     candidate: Shown
     answers: list[Shown]
     evaluations: list[Shown]
     recordings: list[Recording]
+    analyses: list[Shown] = field(default_factory=list)
+    faces: list[Shown] = field(default_factory=list)
+    expressions: list[Shown] = field(default_factory=list)
+    report: Shown | None = None
+    overrides: list[Shown] = field(default_factory=list)
+
+    def of_answer(self, rows: list[Shown], answer_id: int) -> Shown | None:
+        return next((r for r in rows if r.row.answer_id == answer_id), None)
+
+    def answer_views(self) -> list[dict[str, Any]]:
+        """Per answer: transcript, signals, face timeline and expression, parsed for display."""
+        views = []
+        for answer in self.answers:
+            analysis = self.of_answer(self.analyses, answer.id)
+            face = self.of_answer(self.faces, answer.id)
+            expression = self.of_answer(self.expressions, answer.id)
+            views.append(
+                {
+                    "shown": answer,
+                    "id": answer.id,
+                    "question_id": answer.row.question_id,
+                    "attempt": answer.row.attempt,
+                    "transcript": transcript_view(answer),
+                    "analysis": analysis_view(analysis),
+                    "face": shown_json(face, "timeline"),
+                    "expression": shown_json(expression, "signals"),
+                    "recordings": [r for r in self.recordings if r.answer_id == answer.id],
+                }
+            )
+        return views
+
+
+def _scoped(
+    the_gate: Gate, actor: Actor, db: Session, stmt: Select[Any], model: type[Any], purpose: str
+) -> list[Any]:
+    return list(db.scalars(stmt.where(the_gate.scope(actor, model, "view", purpose))))
+
+
+def _answer_rows(
+    the_gate: Gate, actor: Actor, db: Session, model: type[Any], session_id: int, purpose: str
+) -> list[Any]:
+    stmt = (
+        select(model)
+        .join(Answer, model.answer_id == Answer.id)
+        .where(Answer.session_id == session_id)
+        .order_by(model.id)
+    )
+    return _scoped(the_gate, actor, db, stmt, model, purpose)
+
+
+def _report_rows(
+    the_gate: Gate, actor: Actor, db: Session, session_id: int, purpose: str
+) -> tuple[list[ScoreReport], list[ScoreOverride]]:
+    reports = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(ScoreReport).where(ScoreReport.session_id == session_id),
+        ScoreReport,
+        purpose,
+    )
+    overrides = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(ScoreOverride)
+        .join(ScoreReport, ScoreOverride.report_id == ScoreReport.id)
+        .where(ScoreReport.session_id == session_id)
+        .order_by(ScoreOverride.created_at, ScoreOverride.id),
+        ScoreOverride,
+        purpose,
+    )
+    return reports, overrides
+
+
+def _split(shown: list[Shown], sizes: list[int]) -> list[list[Shown]]:
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(shown[start : start + size])
+        start += size
+    return parts
+
+
+def _seen(rows: list[Shown]) -> list[Shown]:
+    return [s for s in rows if s.values]
 
 
 def interview_file(
     the_gate: Gate, actor: Actor, db: Session, session_id: int, purpose: str, endpoint: str
 ) -> InterviewFile:
-    """One interview session: its candidate's name, answers, evaluations, recordings (one event)."""
+    """One interview session: its candidate's name, answers, evaluations, recordings, what the
+    local AI derived and the score report with its overrides (one audit event per person)."""
     session = db.get(InterviewSession, session_id)
     if session is None:
         abort(404)
-    scope = the_gate.scope
-    answers = list(
-        db.scalars(
-            select(Answer)
-            .where(Answer.session_id == session_id, scope(actor, Answer, "view", purpose))
-            .order_by(Answer.question_id, Answer.attempt, Answer.id)
-        )
+    answers = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(Answer)
+        .where(Answer.session_id == session_id)
+        .order_by(Answer.question_id, Answer.attempt, Answer.id),
+        Answer,
+        purpose,
     )
-    evaluations = list(
-        db.scalars(
-            select(Evaluation)
-            .where(Evaluation.session_id == session_id, scope(actor, Evaluation, "view", purpose))
-            .order_by(Evaluation.id)
-        )
+    evaluations = _scoped(
+        the_gate,
+        actor,
+        db,
+        select(Evaluation).where(Evaluation.session_id == session_id).order_by(Evaluation.id),
+        Evaluation,
+        purpose,
     )
-    recordings = list(
-        db.scalars(
-            select(Recording)
-            .join(Answer, Recording.answer_id == Answer.id)
-            .where(Answer.session_id == session_id, scope(actor, Recording, "view", purpose))
-            .order_by(Recording.id)
-        )
-    )
+    recordings = _answer_rows(the_gate, actor, db, Recording, session_id, purpose)
+    analyses = _answer_rows(the_gate, actor, db, AnswerAnalysis, session_id, purpose)
+    faces = _answer_rows(the_gate, actor, db, FaceSignals, session_id, purpose)
+    expressions = _answer_rows(the_gate, actor, db, ExpressionSignals, session_id, purpose)
+    reports, overrides = _report_rows(the_gate, actor, db, session_id, purpose)
     candidate = session.application.candidate
+    groups = [answers, evaluations, recordings, analyses, faces, expressions, reports, overrides]
     shown = the_gate.view_many(
         actor,
-        [session, candidate, *answers, *evaluations, *recordings],
+        [session, candidate, *(row for group in groups for row in group)],
         purpose,
         fields_of(endpoint),
     )
+    parts = _split(shown[2:], [len(g) for g in groups])
+    report = _seen(parts[6])
     return InterviewFile(
         session=session,
         candidate=shown[1],
-        answers=shown[2 : 2 + len(answers)],
-        evaluations=shown[2 + len(answers) : 2 + len(answers) + len(evaluations)],
+        answers=parts[0],
+        evaluations=parts[1],
         recordings=recordings,
+        analyses=_seen(parts[3]),
+        faces=_seen(parts[4]),
+        expressions=_seen(parts[5]),
+        report=report[0] if report else None,
+        overrides=_seen(parts[7]) if report else [],
     )
+
+
+@dataclass
+class ReportFile:
+    """A session's score report with its overrides, as the actor may see them."""
+
+    session: InterviewSession
+    candidate: Shown | None
+    report: Shown | None
+    overrides: list[Shown]
+
+
+def report_file(
+    the_gate: Gate,
+    actor: Actor,
+    db: Session,
+    session_id: int,
+    purpose: str,
+    endpoint: str,
+    action: str = "read",
+) -> ReportFile:
+    """The report of one session (and, for the PDF, whom it is about): one audit event.
+
+    The session must be in the actor's scope (404 otherwise, recorded); a session without
+    a report (not scored yet, or a human-only evaluation) answers 404 after that check.
+    """
+    session = db.get(InterviewSession, session_id)
+    if session is None:
+        abort(404)
+    fields = fields_of(endpoint)
+    reports, overrides = _report_rows(the_gate, actor, db, session_id, purpose)
+    with_candidate = "candidates.name" in fields
+    rows: list[Any] = [session]
+    if with_candidate:
+        rows.append(session.application.candidate)
+    policy_action = BY_NAME[endpoint].action
+    shown = the_gate.view_many(
+        actor, [*rows, *reports, *overrides], purpose, fields, action, policy_action
+    )
+    report = shown[len(rows) : len(rows) + len(reports)]
+    if not report:
+        abort(404)
+    return ReportFile(
+        session=session,
+        candidate=shown[1] if with_candidate else None,
+        report=report[0] if report[0].values else None,
+        overrides=_seen(shown[len(rows) + len(reports) :]),
+    )
+
+
+# --- what the views show of the AI's output ----------------------------------------------------
+
+
+def parse_json(value: str | None) -> Any:
+    """A sealed JSON field as data; a value that is not JSON (a masked value, text written
+    before issue #5) as it is."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def shown_json(shown: Shown | None, name: str) -> Any:
+    if shown is None or name not in shown:
+        return None
+    return parse_json(shown[name])
+
+
+def transcript_view(answer: Shown) -> dict[str, Any] | None:
+    """{language, text, segments: [{start, end, text}]} of `Answer.transcript` (stored by the
+    worker as `Transcript.stored()`), or {text} for plain text; None when hidden or empty."""
+    data = shown_json(answer, "transcript")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return {"language": None, "text": str(data), "segments": []}
+    segments = [
+        {"start": s.get("start"), "end": s.get("end"), "text": s.get("text", "")}
+        for s in data.get("segments") or []
+        if isinstance(s, dict)
+    ]
+    return {"language": data.get("language"), "text": data.get("text", ""), "segments": segments}
+
+
+def analysis_view(analysis: Shown | None) -> dict[str, Any] | None:
+    if analysis is None:
+        return None
+    row: AnswerAnalysis = analysis.row
+    return {
+        "status": row.status.value if row.status else None,
+        "step": row.step,
+        "error": row.error,
+        "language": row.language,
+        "duration_s": row.duration_s,
+        "model_versions": row.model_versions,
+        "signals": shown_json(analysis, "signals"),
+    }
+
+
+def report_view(
+    report: Shown | None, overrides: list[Shown], usernames: dict[int, str]
+) -> dict[str, Any] | None:
+    """The report for display: per dimension the AI's score, confidence and evidence, and the
+    override in force (score, reason, who, when) beside it: the AI's advice is never rewritten."""
+    if report is None or "report" not in report:
+        return None
+    data = parse_json(report["report"])
+    if not isinstance(data, dict):
+        data = {"summary": None if data is None else str(data), "dimensions": []}
+    in_force = {str(k): v for k, v in effective_overrides(overrides).items()}
+    dimensions = []
+    for dim in data.get("dimensions") or []:
+        if not isinstance(dim, dict):
+            continue
+        override = in_force.get(str(dim.get("id")))
+        entry = {**dim, "evidence": list(dim.get("evidence") or []), "override": None}
+        if override is not None:
+            entry["override"] = _override_view(override, usernames)
+        entry["effective"] = (
+            entry["override"]["score"] if override is not None else dim.get("score")
+        )
+        dimensions.append(entry)
+    return {
+        **data,
+        "id": report.id,
+        "dimensions": dimensions,
+        "model_versions": data.get("model_versions") or report.row.model_versions,
+        "overrides": [_override_view(o, usernames) for o in overrides],
+        "dimension_names": {str(d.get("id")): d.get("name") for d in dimensions},
+    }
+
+
+def _override_view(override: Shown, usernames: dict[int, str]) -> dict[str, Any]:
+    row: ScoreOverride = override.row
+    return {
+        "id": row.id,
+        "dimension_id": row.dimension_id,
+        "score": row.score,
+        "by": usernames.get(row.by_id, f"#{row.by_id}"),
+        "at": row.created_at.isoformat(),
+        "reason": override.get("reason") if "reason" in override else None,
+    }
+
+
+def override_authors(db: Session, overrides: list[Shown]) -> dict[int, str]:
+    """Staff usernames of the overrides' authors (staff accounts, not candidate data)."""
+    ids = {o.row.by_id for o in overrides}
+    if not ids:
+        return {}
+    rows = db.execute(select(User.id, User.username).where(User.id.in_(ids)))
+    return {uid: username for uid, username in rows}
+
+
+LANGUAGES: tuple[Literal["zh"], Literal["en"]] = ("zh", "en")
+
+
+def request_language() -> Literal["zh", "en"]:
+    """`?lang=zh|en` for the report PDF and the explanation; Chinese by default."""
+    lang = request.args.get("lang", "zh")
+    if lang == "en":
+        return "en"
+    if lang != "zh":
+        abort(400, "lang must be zh or en")
+    return "zh"
+
+
+HUMAN_REVIEW = {
+    "zh": (
+        "本报告由本机的人工智能生成，仅供招聘人员参考，不会自动作出任何录用决定；"
+        "每一项决定都由具名的工作人员作出。您有权要求说明，也有权拒绝仅凭自动化决策作出的决定，"
+        "并要求由人工重新评估（《个人信息保护法》第二十四条）。如需人工复核，"
+        "请联系向您发出面试邀请的医院人事部门，说明面试编号 {session_id}；"
+        "人事部门将安排未参与本次评分的人员复核，并答复您。"
+    ),
+    "en": (
+        "This report was produced by AI running on the hospital's own server. It only advises "
+        "the recruiters and decides nothing by itself: every decision is made by a named member "
+        "of staff. You may ask for an explanation and refuse a decision made solely by automated "
+        "means, and ask for a human review (PIPL Art. 24). To ask for one, contact the hospital's "
+        "HR department that invited you, quoting interview number {session_id}; HR will have "
+        "someone who did not take part in this assessment review it and answer you."
+    ),
+}
+
+
+def explanation_text(report: dict[str, Any], lang: str) -> str:
+    """The scoring module's plain-language explanation of the report (PIPL Art. 24)."""
+    from workers.analysis import scoring  # the text is the scorer's: it knows how it scored
+
+    return str(scoring.explanation(report, lang))
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -366,7 +739,7 @@ def candidate(candidate_id: int) -> Any:
     purpose = request_purpose(the_gate, actor)
     the_gate.require(actor, "view", purpose, f"candidates:{candidate_id}", "read")
     with appliance_store.store.session() as db:
-        person, comments, referrals, applications = candidate_file(
+        person, comments, referrals, applications, interviews = candidate_file(
             the_gate, actor, db, candidate_id, purpose, "api.candidate"
         )
         return jsonify(
@@ -381,6 +754,7 @@ def candidate(candidate_id: int) -> Any:
                     {**c.as_dict(), "application_id": c.row.application_id} for c in comments
                 ],
                 "referrals": [{**r.as_dict(), "channel": r.row.channel} for r in referrals],
+                "interviews": interviews,
             }
         )
 
@@ -394,6 +768,43 @@ def export_candidates() -> Any:
     return export_csv(rows, fields_of("api.export_candidates"))
 
 
+def interview_json(found: InterviewFile, db: Session) -> dict[str, Any]:
+    """The interview as JSON: each answer's transcript (with segment times), signals, face
+    timeline and expression estimates where they exist and the role may see them, and the
+    score report with its evidence and overrides."""
+    return {
+        "interview": {
+            "id": found.session.id,
+            "application_id": found.session.application_id,
+            "status": found.session.status,
+            "analysis_status": found.session.analysis_status,
+            "analysis_error": found.session.analysis_error,
+        },
+        "candidate": found.candidate.as_dict(),
+        "answers": [
+            {
+                "id": view["id"],
+                "question_id": view["question_id"],
+                "attempt": view["attempt"],
+                "masked": sorted(view["shown"].masked),
+                "transcript": view["transcript"],
+                "analysis": view["analysis"],
+                "face": view["face"],
+                "expression": view["expression"],
+            }
+            for view in found.answer_views()
+        ],
+        "evaluations": [
+            {**e.as_dict(), "kind": e.row.kind, "overall": e.row.overall} for e in found.evaluations
+        ],
+        "recordings": [
+            {"id": r.id, "answer_id": r.answer_id, "media_type": r.media_type}
+            for r in found.recordings
+        ],
+        "report": report_view(found.report, found.overrides, override_authors(db, found.overrides)),
+    }
+
+
 @bp.get("/interviews/<int:session_id>")
 def interview(session_id: int) -> Any:
     actor, the_gate = request_actor(), gate()
@@ -401,29 +812,140 @@ def interview(session_id: int) -> Any:
     the_gate.require(actor, "view", purpose, f"interview_sessions:{session_id}", "read")
     with appliance_store.store.session() as db:
         found = interview_file(the_gate, actor, db, session_id, purpose, "api.interview")
-        return jsonify(
-            {
-                "purpose": purpose,
-                "interview": {
-                    "id": found.session.id,
-                    "application_id": found.session.application_id,
-                    "status": found.session.status,
-                },
-                "candidate": found.candidate.as_dict(),
-                "answers": [
-                    {**a.as_dict(), "question_id": a.row.question_id, "attempt": a.row.attempt}
-                    for a in found.answers
-                ],
-                "evaluations": [
-                    {**e.as_dict(), "kind": e.row.kind, "overall": e.row.overall}
-                    for e in found.evaluations
-                ],
-                "recordings": [
-                    {"id": r.id, "answer_id": r.answer_id, "media_type": r.media_type}
-                    for r in found.recordings
-                ],
-            }
+        return jsonify({"purpose": purpose, **interview_json(found, db)})
+
+
+def report_pdf_response(
+    the_gate: Gate, actor: Actor, session_id: int, purpose: str, endpoint: str
+) -> Response:
+    """The score report as a PDF (`?lang=zh|en`), recorded like an export: the file leaves
+    the box's screens, so the event says `export`, not `read`."""
+    lang = request_language()
+    the_gate.require(actor, "export", purpose, f"interview_sessions:{session_id}", "export")
+    with appliance_store.store.session() as db:
+        found = report_file(the_gate, actor, db, session_id, purpose, endpoint, "export")
+        view = report_view(found.report, found.overrides, override_authors(db, found.overrides))
+        label = _candidate_label(found.candidate, session_id)
+        title = found.session.application.job.title
+    from workers.analysis.report_pdf import render_pdf  # reportlab loads on the first PDF only
+
+    pdf = render_pdf(
+        with_override_notes(view, lang) if view else _WITHHELD_REPORT, lang, label, title
+    )
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="interview-{session_id}-report-{lang}.pdf"'
+    )
+    return response
+
+
+OVERRIDE_NOTE = {
+    "zh": "人工调整为 {score:.1f} 分（{by}，{at}）。理由：{reason}",
+    "en": "Overridden to {score:.1f} by {by} ({at}). Reason: {reason}",
+}
+REASON_WITHHELD = {"zh": "（无权查看）", "en": "(not shown to your role)"}
+
+
+def with_override_notes(view: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The report for the PDF: each overridden dimension keeps the AI's score and gets a note
+    (in the report's own note format) saying who changed it, to what, and why."""
+    dimensions = []
+    for dim in view["dimensions"]:
+        override = dim.get("override")
+        notes = list(dim.get("notes") or [])
+        if override is not None:
+            note = {"code": "override"}
+            for language in LANGUAGES:
+                reason = override["reason"]
+                note[language] = OVERRIDE_NOTE[language].format(
+                    score=override["score"],
+                    by=override["by"],
+                    at=override["at"][:10],
+                    reason=REASON_WITHHELD[language] if reason is None else reason,
+                )
+            notes.append(note)
+        dimensions.append({**dim, "notes": notes})
+    return {**view, "dimensions": dimensions}
+
+
+_WITHHELD_REPORT: dict[str, Any] = {"summary": "—", "dimensions": [], "overrides": []}
+"""What a PDF holds for a role that may export but not read the report (policy: hidden)."""
+
+
+def _candidate_label(candidate: Shown | None, session_id: int) -> str:
+    """The candidate's name as the role may see it (masked or full), else the interview number."""
+    name = candidate.get("name") if candidate is not None and "name" in candidate else None
+    return name or f"#{session_id}"
+
+
+def explanation_view(
+    the_gate: Gate, actor: Actor, db: Session, session_id: int, purpose: str, endpoint: str
+) -> dict[str, Any]:
+    """What the explanation page shows: the report's dimensions, the scorer's explanation in
+    the asked language, and how to ask for a human review (PIPL Art. 24)."""
+    lang = request_language()
+    found = report_file(the_gate, actor, db, session_id, purpose, endpoint)
+    # The page is given to the candidate: overrides say "HR", not which staff account.
+    hr = dict.fromkeys((o.row.by_id for o in found.overrides), "HR")
+    view = report_view(found.report, found.overrides, hr)
+    return {
+        "session_id": session_id,
+        "lang": lang,
+        "report": view,
+        "explanation": explanation_text(view, lang) if view is not None else None,
+        "human_review": HUMAN_REVIEW[lang].format(session_id=session_id),
+    }
+
+
+@bp.get("/interviews/<int:session_id>/report.pdf")
+def score_report_pdf(session_id: int) -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    return report_pdf_response(the_gate, actor, session_id, purpose, "api.score_report_pdf")
+
+
+@bp.get("/interviews/<int:session_id>/explanation")
+def score_explanation(session_id: int) -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    the_gate.require(actor, "view", purpose, f"interview_sessions:{session_id}", "read")
+    with appliance_store.store.session() as db:
+        view = explanation_view(the_gate, actor, db, session_id, purpose, "api.score_explanation")
+    return jsonify({"purpose": purpose, **view})
+
+
+def override_request(actor: Actor, session_id: int, purpose: str) -> int:
+    """Record an override from the request body (form or JSON): dimension_id, score, reason.
+
+    400 for a malformed one, 404 when the session has no report (or is out of scope), 403
+    when the role may not override; refusals are recorded by compliance.overrides.
+    """
+    data: Any = request.get_json(silent=True) if request.is_json else request.form
+    data = data if isinstance(data, dict) or hasattr(data, "get") else {}
+    try:
+        dimension_id = int(data.get("dimension_id"))
+        score = float(data.get("score"))
+    except (TypeError, ValueError):
+        abort(400, "give dimension_id (a number) and score (a number)")
+    reason = data.get("reason")
+    if not isinstance(reason, str):
+        abort(400, "give the reason for the override: it is required")
+    try:
+        return override_score(
+            appliance_store.store, actor, session_id, dimension_id, score, reason, purpose
         )
+    except OverrideRefused as exc:
+        abort(400, str(exc))
+    except LookupError:
+        abort(404)
+
+
+@bp.post("/interviews/<int:session_id>/overrides", endpoint="override_score")
+def override_score_view(session_id: int) -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    override_id = override_request(actor, session_id, purpose)
+    return jsonify({"id": override_id, "session_id": session_id}), 201
 
 
 @bp.get("/recordings/<int:recording_id>/stream")

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, redirect, render_template, url_for
 
 from appliance.records import Candidate
+from compliance.overrides import SCORE_MAX, SCORE_MIN, may_override
 from webapp.api import (
     candidate_file,
+    explanation_view,
     export_csv,
     fields_of,
     gate,
     interview_file,
     media_response,
+    override_authors,
+    override_request,
     register_denials,
+    report_pdf_response,
+    report_view,
     request_actor,
     request_purpose,
     search_term,
@@ -71,7 +77,7 @@ def candidate(candidate_id: int) -> Any:
     purpose = request_purpose(the_gate, actor)
     the_gate.require(actor, "view", purpose, f"candidates:{candidate_id}", "read")
     with appliance_store.store.session() as db:
-        person, comments, referrals, applications = candidate_file(
+        person, comments, referrals, applications, interviews = candidate_file(
             the_gate, actor, db, candidate_id, purpose, "portal.candidate"
         )
         return render_template(
@@ -80,6 +86,7 @@ def candidate(candidate_id: int) -> Any:
             comments=comments,
             referrals=referrals,
             applications=applications,
+            interviews=interviews,
             purpose=purpose,
         )
 
@@ -100,12 +107,49 @@ def interview(session_id: int) -> Any:
     the_gate.require(actor, "view", purpose, f"interview_sessions:{session_id}", "read")
     with appliance_store.store.session() as db:
         found = interview_file(the_gate, actor, db, session_id, purpose, "portal.interview")
+        report = report_view(found.report, found.overrides, override_authors(db, found.overrides))
         return render_template(
             "portal/interview.html",
             found=found,
+            answers=found.answer_views(),
+            report=report,
             purpose=purpose,
             can_stream=the_gate.may(actor, "stream", purpose),
+            can_export=the_gate.may(actor, "export", purpose),
+            can_override=report is not None and may_override(the_gate, actor, purpose),
+            score_range=(SCORE_MIN, SCORE_MAX),
         )
+
+
+@bp.get("/portal/interviews/<int:session_id>/report.pdf")
+def score_report_pdf(session_id: int) -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    return report_pdf_response(the_gate, actor, session_id, purpose, "portal.score_report_pdf")
+
+
+@bp.get("/portal/interviews/<int:session_id>/explanation")
+def score_explanation(session_id: int) -> Any:
+    """The page a candidate can be given on request (PIPL Art. 24): how the AI scored them,
+    on what evidence, and how to have a person review it. Candidates reach their own."""
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    the_gate.require(actor, "view", purpose, f"interview_sessions:{session_id}", "read")
+    with appliance_store.store.session() as db:
+        view = explanation_view(
+            the_gate, actor, db, session_id, purpose, "portal.score_explanation"
+        )
+    return render_template("portal/explanation.html", purpose=purpose, **view)
+
+
+@bp.post("/portal/interviews/<int:session_id>/overrides")
+def override_score(session_id: int) -> Any:
+    """HR replaces one dimension's AI score, with a reason; nothing else changes (AI advises)."""
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    override_request(actor, session_id, purpose)
+    target = url_for("portal.interview", session_id=session_id, purpose=purpose)
+    return redirect(target + "#report", code=303)
 
 
 @bp.get("/portal/recordings/<int:recording_id>/stream")

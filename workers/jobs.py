@@ -113,7 +113,7 @@ class JobContext:
     def progress(self, fraction: float) -> None:
         """Record progress (0.0 to 1.0) in its own short transaction, so a reader sees it now."""
         fraction = min(max(float(fraction), 0.0), 1.0)
-        with self.store.transaction() as session:
+        with self.store.write_transaction() as session:
             run = session.get(JobRun, self.run_id)
             if run is not None:
                 run.progress = fraction
@@ -238,7 +238,7 @@ def run_job(name: str, *ids: int | str) -> None:
         raise RuntimeError("run_job runs inside an rq worker; call the job function directly")
     spec = job_spec(name)
     store = current_store()
-    with store.transaction() as session:
+    with store.write_transaction() as session:
         run = session.scalars(select(JobRun).where(JobRun.rq_job_id == current.id)).one_or_none()
         if run is None:  # put on the queue without .enqueue (e.g. `rq requeue`)
             run = JobRun(rq_job_id=current.id, name=name, queue=current.origin, attempts=0)
@@ -271,7 +271,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _finish(store: Store, run_id: int, status: RunStatus, error: str | None) -> None:
-    with store.transaction() as session:
+    with store.write_transaction() as session:
         run = session.get(JobRun, run_id)
         if run is None:
             return

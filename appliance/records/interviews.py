@@ -39,7 +39,8 @@ class InterviewSession(Base):
     interviewer_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     """Users assigned to review this session (the interviewer role's row scope)."""
     analysis_status: Mapped[str | None] = mapped_column(String(16))
-    """None until analysed; then the `AnalysisStatus` of the whole session (issue #5)."""
+    """None until analysed; then the `AnalysisStatus` of the whole session, or `human_only`
+    when the candidate declined AI scoring (issue #5, PIPL Art. 24)."""
     analysis_error: Mapped[str | None] = mapped_column(Text)
     """Which answer and step failed and why: a clear error, not a silent gap (no content)."""
 

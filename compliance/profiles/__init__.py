@@ -134,7 +134,7 @@ def activate(store: Any, name: str, actor: str = "system") -> JurisdictionChange
     global _activated
     profile = load_profile(name)
     _activated = profile.name
-    with store.transaction() as db:
+    with store.write_transaction() as db:  # two processes may record it at once
         current = recorded_profile(db)
         if current == profile.name:
             return None

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# `make converge` runs it; `make test` not yet (about 15 min on a fresh machine: issue 9).
+pytestmark = [pytest.mark.slow, pytest.mark.converge]
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERGE = REPO / "scripts" / "converge-chroot.sh"

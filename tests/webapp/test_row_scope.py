@@ -20,12 +20,16 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from appliance.records import (
+    AnalysisStatus,
     Answer,
+    AnswerAnalysis,
     Application,
     AuditEvent,
     Candidate,
     Comment,
     Evaluation,
+    ExpressionSignals,
+    FaceSignals,
     InterviewSession,
     Job,
     OrgUnit,
@@ -34,6 +38,8 @@ from appliance.records import (
     ResumeParse,
     Role,
     RoleAssignment,
+    ScoreOverride,
+    ScoreReport,
     SubjectKind,
     User,
 )
@@ -55,6 +61,9 @@ class CandidateFile:
     evaluation_id: int
     comment_id: int
     referral_id: int
+    report_id: int
+    dimension_id: int
+    """A dimension of the job's scoring template (what an override names)."""
     values: dict[str, str]
     media: bytes
     extra_session_ids: list[int] = field(default_factory=list)
@@ -74,7 +83,77 @@ def file_values(tag: str) -> dict[str, str]:
         "answers.transcript": f"transcript of {tag} answering",
         "evaluations.notes": f"evaluation notes {tag}",
         "resume_parses.parsed": f'{{"skills": ["resume skill {tag}"]}}',
+        **ai_values(f"signals of {tag}", f"face timeline of {tag}", f"expression of {tag}"),
+        "face_signals.embedding": f"[0.{digits}, 0.{digits[::-1]}]",
+        "score_reports.report": report_value(f"report summary of {tag}", f"evidence of {tag}"),
+        "score_overrides.reason": f"override reason {tag}",
     }
+
+
+def ai_values(signals: str, timeline: str, expression: str) -> dict[str, str]:
+    """What the workers store for one answer (issue #5), as JSON the views parse; the given
+    strings are what a view that shows the field must display."""
+    return {
+        "answer_analyses.signals": json.dumps(
+            {"speech": {"words_per_minute": 180.0}, "content": {"note": signals}},
+            ensure_ascii=False,
+        ),
+        "face_signals.timeline": json.dumps(
+            {
+                "file": timeline,
+                "fps": 3.0,
+                "samples": [{"t": 0.0, "faces": 1, "looking": True, "same_person": True}],
+                "ranges": [{"start": 0.0, "end": 0.333, "label": "one"}],
+            },
+            ensure_ascii=False,
+        ),
+        "expression_signals.signals": json.dumps(
+            {"note": expression, "uncertainty": 0.4}, ensure_ascii=False
+        ),
+    }
+
+
+def report_value(summary: str, quote: str) -> str:
+    """A score report as `score_session` stores it (`workers.analysis.scoring`'s shape): a
+    summary and one dimension with one quote; the ids are set when the rows are made."""
+    dimension = {
+        "id": "0",
+        "name": "沟通能力",
+        "kind": "communication",
+        "weight": 0.25,
+        "weight_share": 1.0,
+        "score": 7.5,
+        "raw": 0.75,
+        "confidence": 0.6,
+        "evidence_factor": 1.0,
+        "answers": [0],
+        "components": [{"name": "rubric", "value": 0.75, "weight": 1.0, "inputs": {}}],
+        "evidence": [
+            {
+                "answer_id": 0,
+                "quote": quote,
+                "start": 0.5,
+                "end": 2.0,
+                "segments": [0, 0],
+                "reason": "rubric",
+            }
+        ],
+        "rubric": {"band": 4.0, "relevance": 0.7, "lines": []},
+        "signals": {},
+        "notes": [],
+    }
+    report = {
+        "version": "enclave-score/1",
+        "advisory": True,
+        "summary": summary,
+        "overall": 7.5,
+        "overall_confidence": 0.6,
+        "dimensions": [dimension],
+        "answers": [],
+        "face": None,
+        "model_versions": {"scoring": "enclave-score/1"},
+    }
+    return json.dumps(report, ensure_ascii=False)
 
 
 def user_id(store: Store, username: str) -> int:
@@ -154,6 +233,7 @@ def add_candidate_file(
         db.add_all([recording, resume])
         db.flush()
         resume.parsed = values["resume_parses.parsed"]
+        report_id, dimension_id = _add_ai_rows(db, job, session, answer, author, values)
         return CandidateFile(
             candidate_id=candidate.id,
             subject_id=subject.id,
@@ -164,9 +244,56 @@ def add_candidate_file(
             evaluation_id=evaluation.id,
             comment_id=comment.id,
             referral_id=referral.id,
+            report_id=report_id,
+            dimension_id=dimension_id,
             values=values,
             media=media,
         )
+
+
+def _add_ai_rows(
+    db: Any,
+    job: Job,
+    session: InterviewSession,
+    answer: Answer,
+    author: int,
+    values: dict[str, str],
+) -> tuple[int, int]:
+    """The rows issue #5's workers write for one answer and session, with `values` sealed."""
+    subject_id = answer.subject_id
+    assert job.scoring_template is not None
+    dimension_id = job.scoring_template.dimensions[0].id
+    analysis = AnswerAnalysis(
+        answer_id=answer.id, subject_id=subject_id, status=AnalysisStatus.DONE, language="zh"
+    )
+    face = FaceSignals(answer_id=answer.id, subject_id=subject_id)
+    expression = ExpressionSignals(answer_id=answer.id, subject_id=subject_id)
+    report = ScoreReport(
+        session_id=session.id, application_id=session.application_id, subject_id=subject_id
+    )
+    db.add_all([analysis, face, expression, report])
+    db.flush()
+    override = ScoreOverride(
+        report_id=report.id,
+        subject_id=subject_id,
+        dimension_id=dimension_id,
+        score=8.0,
+        by_id=author,
+    )
+    db.add(override)
+    db.flush()
+    analysis.signals = values["answer_analyses.signals"]
+    face.timeline = values["face_signals.timeline"]
+    face.embedding = values["face_signals.embedding"]
+    expression.signals = values["expression_signals.signals"]
+    # The report names the template's real dimension, so the override sits beside it.
+    stored = json.loads(values["score_reports.report"])
+    stored["dimensions"][0]["id"] = str(dimension_id)
+    stored["dimensions"][0]["answers"] = [answer.id]
+    stored["dimensions"][0]["evidence"][0]["answer_id"] = answer.id
+    report.report = json.dumps(stored, ensure_ascii=False)
+    override.reason = values["score_overrides.reason"]
+    return report.id, dimension_id
 
 
 def add_session(store: Store, application_id: int, interviewers: Iterable[str]) -> int:
@@ -193,8 +320,23 @@ def add_staff(store: Store, username: str, role: Role, org_code: str) -> None:
         db.add(user)
 
 
+def pdf_text(data: bytes) -> str:
+    """The text a PDF shows (pdfium's extraction), without whitespace: a PDF wraps lines and
+    spaces glyphs where the source had none, so values are compared without it."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(data)
+    try:
+        text = "".join(page.get_textpage().get_text_range() for page in document)
+    finally:
+        document.close()
+    return "".join(text.split())
+
+
 def response_text(response: Any) -> str:
-    """Every string a response shows, whatever its format (HTML, JSON, CSV)."""
+    """Every string a response shows, whatever its format (HTML, JSON, CSV, PDF)."""
+    if response.mimetype == "application/pdf":
+        return pdf_text(response.get_data())
     if response.is_json:
         strings: list[str] = []
 
@@ -438,8 +580,17 @@ def test_interviewer_cannot_open_an_interview_they_are_not_assigned(
         ("list", f"candidates:{mine.candidate_id}"),
     }
     opened_event = next(e for e in allowed if e.entity == f"interview_sessions:{mine.session_id}")
-    # The interviewer's evaluation notes are theirs to write (so read); transcript and name too.
-    assert opened_event.fields == ["answers.transcript", "candidates.name", "evaluations.notes"]
+    # The interviewer's evaluation notes are theirs to write (so read); transcript and name too,
+    # and what the AI derived, except expression estimates (policy: HR may see them, not they).
+    assert opened_event.fields == [
+        "answer_analyses.signals",
+        "answers.transcript",
+        "candidates.name",
+        "evaluations.notes",
+        "face_signals.timeline",
+        "score_overrides.reason",
+        "score_reports.report",
+    ]
     assert opened_event.subject_ids == [mine.subject_id]
     assert opened_event.purpose == "interview_review"
     assert_no_values_in_audit(demo_store, [v for f in files.values() for v in f.values.values()])

@@ -165,18 +165,23 @@ def test_package_files_are_checked_in_their_package() -> None:
         package_file("fer")
 
 
-def test_deepface_finds_its_dlib_weights_without_the_network(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """deepface's own lookup returns the file in DEEPFACE_HOME (the URL is never reached)."""
-    from deepface.commons import weight_utils
+def test_deepface_finds_its_dlib_weights_without_the_network() -> None:
+    """deepface's own lookup returns the file in DEEPFACE_HOME (the URL is never reached).
 
-    monkeypatch.setenv("DEEPFACE_HOME", str(weights_dir("deepface-home")))
-    found = weight_utils.download_weights_if_necessary(
-        file_name="dlib_face_recognition_resnet_model_v1.dat",
-        source_url="http://weights.invalid/never-fetched.bz2",
+    In a child process: deepface reads DEEPFACE_HOME once, at import, so importing it here
+    would fix its home for every later test in this process (see face_deepface.py)."""
+    code = (
+        "from deepface.commons import weight_utils\n"
+        "print(weight_utils.download_weights_if_necessary("
+        "file_name='dlib_face_recognition_resnet_model_v1.dat', "
+        "source_url='http://weights.invalid/never-fetched.bz2'))"
+    )
+    env = {**os.environ, "DEEPFACE_HOME": str(weights_dir("deepface-home"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     expected = registry.ROOT / "cache/deepface-home/.deepface/weights"
+    found = done.stdout.strip().splitlines()[-1]
     assert Path(found) == expected / "dlib_face_recognition_resnet_model_v1.dat"
 
 

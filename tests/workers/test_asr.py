@@ -56,6 +56,7 @@ def _encode(samples: np.ndarray, container: str, codec: str, rate: int) -> bytes
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as media:
         stream = media.add_stream(codec, rate=rate, layout="stereo")
+        assert isinstance(stream, av.AudioStream)
         resampler = av.AudioResampler(format=stream.format, layout="stereo", rate=rate)
         pcm = (samples * 32767).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
@@ -184,3 +185,57 @@ def test_device_choice() -> None:
     auto = asr.transcriber(AiSettings(device="auto"))
     device = "cuda" if cuda_usable("ctranslate2") else "cpu"
     assert auto.model_name.endswith(device)
+
+
+def test_live_captions_share_the_loaded_model() -> None:
+    settings = AiSettings(device="cpu")
+    offline = asr.transcriber(settings)
+    live = asr.caption_transcriber(settings)
+    assert isinstance(offline, asr.FasterWhisperBackend)
+    assert isinstance(live, asr.FasterWhisperBackend)
+    assert live._model is offline._model  # one model in memory
+    assert (live._decoding.beam_size, offline._decoding.beam_size) == (1, 5)
+
+
+# --- decoding details -----------------------------------------------------------------------
+
+
+def test_job_vocabulary_is_given_in_the_form_the_model_reads_best() -> None:
+    """ASCII punctuation (NFKC), Mandarin in traditional characters (see asr's docstring)."""
+    assert asr._vocabulary("护士，静脉输液、护理记录", "zh") == "護士,靜脈輸液、護理記錄"
+    assert asr._vocabulary("Registered nurse，triage", "en") == "Registered nurse,triage"
+    assert asr._vocabulary("  ", "zh") is None
+    assert asr._vocabulary(None, "en") is None
+
+
+def test_repetition_loops_are_recognised() -> None:
+    assert asr._looping("谢谢大家。" * 30)
+    assert asr._looping("I am sorry. " * 20)
+    assert not asr._looping(
+        "Early in my career, I dispensed the right drug but at the wrong strength."
+    )
+    assert not asr._looping("好。好。")  # too short to judge
+
+
+def test_a_looping_window_is_decoded_again_in_place() -> None:
+    """The fallback decode of one window returns words in the batch's time frame."""
+    backend = asr.transcriber(AiSettings(device="cpu"))
+    assert isinstance(backend, asr.FasterWhisperBackend)
+    clip = load_audio(CLIP)
+    silence = np.zeros(5 * SAMPLE_RATE, dtype=np.float32)
+    speech = np.concatenate([silence, clip])
+    segments = backend._redecode(speech, 5.0, speech.size / SAMPLE_RATE, "en", None)
+    words = [w for s in segments for w in s.words]
+    assert "surgery" in " ".join(w.word for w in words).lower()
+    assert 5.0 <= words[0].start < 6.0
+    assert words[-1].end <= speech.size / SAMPLE_RATE + 0.01
+
+
+def test_windows_end_at_pauses_and_fit_whisper() -> None:
+    second = SAMPLE_RATE
+    chunks = [
+        {"start": a * second, "end": b * second} for a, b in [(0, 12), (14, 26), (30, 40), (41, 70)]
+    ]
+    windows = asr._windows(chunks)
+    assert [[c["start"] // second for c in w] for w in windows] == [[0, 14], [30], [41]]
+    assert all(asr._length(w) <= asr.WINDOW_S * second for w in windows)

@@ -50,6 +50,7 @@ beyond these numbers were kept:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -130,6 +131,12 @@ class FasterWhisperBackend:
         )
         self._decoding = decoding or Decoding()
         self.model_name = f"{weights.name}/faster-whisper-{compute_type}-{device}"
+
+    def variant(self, decoding: Decoding) -> FasterWhisperBackend:
+        """The same loaded model with other decoder settings (no second load)."""
+        twin = copy.copy(self)
+        twin._decoding = decoding
+        return twin
 
     def speech(self, audio: np.ndarray) -> list[Chunk]:
         """Stretches of speech in `audio` (Silero VAD)."""
@@ -360,6 +367,18 @@ def transcriber(ai: AiSettings) -> Transcriber:
         if key not in _CACHE:
             _CACHE[key] = load_transcriber(ai)
         return _CACHE[key]
+
+
+def caption_transcriber(ai: AiSettings) -> Transcriber:
+    """The transcriber for live captions: the process's model, decoding greedily.
+
+    Captions decode the same seconds again and again and must keep up with speech;
+    greedy decoding costs about a quarter less than beam 5, for 0.6 points of CER on the
+    DEV clips. The analysis job transcribes the whole recording again with beam 5."""
+    model = transcriber(ai)
+    if isinstance(model, FasterWhisperBackend):
+        return model.variant(Decoding(beam_size=1))
+    return model
 
 
 def transcribe_file(settings: Settings, path: Path, language: str | None) -> dict[str, Any]:

@@ -5,10 +5,17 @@ The media service (issue 7) feeds the answer's audio in chunks as it arrives; ea
 and a tentative tail (the decoder's current guess about the last second or two).
 
 Who sees it: the caption is shown to the candidate only, when the job turns captions
-on, and to nobody else while the answer runs. Nothing of it is stored: captions live in
-this object's memory and in the candidate's page. When the answer ends, `finish()`
-returns the transcript of the whole answer; that, and only that, is what gets stored
-(sealed in `Answer.transcript`, as the offline transcription would be).
+on, and to nobody else while the answer runs. Nothing of it is stored while the answer
+runs: captions live in this object's memory and in the candidate's page. When the
+answer ends, `finish()` returns the transcript of the whole answer (the committed text
+and a last decode of the rest); that is what may be stored, sealed in
+`Answer.transcript` like any transcript, until the analysis job's offline transcription
+of the full recording (`workers.analysis.jobs`, beam 5) replaces it. The media service
+(issue 7) calls this; `asr.caption_transcriber` is the transcriber to give it.
+
+`feed` decodes at most once per call and only when `min_decode_s` of new audio came in:
+a caller that falls behind (decoding takes longer than the chunk lasts on a busy box)
+passes the audio that piled up in one call, and captions lag instead of queueing.
 
 How it stays cheap on long answers (LocalAgreement-2, as in Macháček et al.,
 "Turning Whisper into Real-Time Transcription System", 2023): only a window of audio
@@ -83,6 +90,15 @@ class LiveCaptioner:
     def language(self) -> str | None:
         return self._language
 
+    @property
+    def max_window_s(self) -> float:
+        return self._max_window_s
+
+    @property
+    def window_s(self) -> float:
+        """Seconds of audio the next decode will read (bounded by `max_window_s`)."""
+        return self._window.size / SAMPLE_RATE
+
     def feed(self, pcm: np.ndarray) -> Caption:
         """Add 16 kHz mono float32 samples; decode again when enough new audio arrived."""
         samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
@@ -122,7 +138,9 @@ class LiveCaptioner:
         words = self._new_words(result)
         end_s = self._window_start + self._window.size / SAMPLE_RATE
         paused = bool(words) and end_s - words[-1].end >= PAUSE_S
-        if final or paused:
+        if self._language is None:
+            settled = 0  # nothing is settled before the language is (it decides the spacing)
+        elif final or paused:
             settled = len(words)
         else:
             settled = _agreed(self._guess, words)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import string
 import tempfile
 import tomllib
 from datetime import date
@@ -75,6 +76,11 @@ class AiSettings(_Frozen):
     """Frames sampled per second for face signals (the issue asks for 2-5)."""
     cpu_threads: int = Field(0, ge=0)
     """Threads per model on the CPU; 0: the number of cores."""
+    beam_size: int = Field(5, ge=1, le=10)
+    """Whisper's beam width for the analysis of answers. 5 is the more accurate (DEV
+    clips: zh CER 10.6 %, en WER 0.8 %); 1 (greedy) decodes about 1.2-1.3x faster on this
+    2-core machine for zh 11.2 %, en 1.3 % (bench/asr_bench.py --beam 1). Live captions
+    always decode greedily (workers.analysis.asr.caption_transcriber)."""
 
     @field_validator("models_dir")
     @classmethod
@@ -98,6 +104,79 @@ class SmtpSettings(_Frozen):
                 "smtp.password is required when smtp.username is set; put it in the secrets file"
             )
         return self
+
+
+SMS_FIELDS = frozenset({"name", "job", "time", "link", "hospital"})
+"""What an SMS template may name (`{name}` ...); anything else is refused at start."""
+
+
+class SmsSettings(_Frozen):
+    """The hospital's SMS gateway (issue 6, item 5): one HTTP POST per message, JSON body
+    `{"to", "text", "message_id"}` and the header `Idempotency-Key` (the same on every retry of
+    one message, so a gateway that already took it answers without sending it twice).
+    Off unless `url` is set. Its host is allowed through the egress guard like smtp.host."""
+
+    url: str | None = None
+    """e.g. https://sms.hospital.local/api/send"""
+    username: str | None = None
+    password: str | None = None
+    """Secret (HTTP basic with `username`): put it in the secrets file."""
+    token: str | None = None
+    """Secret (sent as `Authorization: Bearer`), instead of username/password."""
+    template: str = (
+        "【{hospital}】{name}您好，您受邀参加“{job}”视频面试，时间：{time}。"
+        "请用电脑或手机打开链接完成设备检测与面试：{link}"
+    )
+    """Placeholders: {name} {job} {time} {link} {hospital}."""
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("sms.url must be an http:// or https:// URL")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        named = {f for _t, f, _s, _c in string.Formatter().parse(value) if f is not None}
+        unknown = sorted(named - SMS_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"sms.template names unknown field(s) {unknown}; known: {sorted(SMS_FIELDS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> SmsSettings:
+        if self.url and self.username and not self.password:
+            raise ValueError(
+                "sms.password is required when sms.username is set; put it in the secrets file"
+            )
+        return self
+
+
+class InvitationSettings(_Frozen):
+    """Interview invitations and their outbox (issue 6, item 5)."""
+
+    base_url: str | None = None
+    """What candidates' links start with, e.g. https://hr.hospital.local (the box as the
+    candidate reaches it over the VPN). Default: https://<first web hostname>:<web port>."""
+    hospital: str = "医院招聘办"
+    """The sender's name in messages (a role, not a person)."""
+    slot_minutes: int = Field(60, ge=5, le=24 * 60)
+    """Length of one interview slot inside the window HR picks."""
+    reminder_hours: int = Field(24, ge=1, le=7 * 24)
+    """Remind the candidate this long before the slot starts."""
+    link_grace_days: int = Field(2, ge=0, le=30)
+    """The link stays valid this long after the window ends (then it expires)."""
+    send_attempts: int = Field(4, ge=1, le=10)
+    """Tries per message within one outbox run (then the run fails and rq retries it later)."""
+    retry_base_seconds: float = Field(2.0, ge=0, le=300)
+    """Backoff between those tries: base, 2 x base, 4 x base ..."""
+    batch_size: int = Field(200, ge=1, le=5000)
+    """Messages per outbox job (one SMTP session sends a whole batch)."""
 
 
 class LdapSettings(_Frozen):
@@ -232,6 +311,8 @@ class Settings(_Frozen):
     web: WebSettings = WebSettings()
     workers: WorkerSettings = WorkerSettings()
     smtp: SmtpSettings = SmtpSettings()
+    sms: SmsSettings = SmsSettings()
+    invitations: InvitationSettings = InvitationSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     ai: AiSettings = AiSettings()

@@ -173,15 +173,16 @@ def load_models(settings: Any) -> float:
     return time.perf_counter() - start
 
 
-def bench_settings(data_dir: Path, threads: int) -> Any:
+def bench_settings(data_dir: Path, threads: int, ai: dict[str, Any] | None = None) -> Any:
+    """The box's default settings, with `threads` per model and any `ai` overrides
+    (`--beam`, `--face-fps`)."""
     from appliance.settings import load_settings
 
     settings = load_settings(
         config=None, secrets=Path("/nonexistent"), environ={}, data_dir=data_dir
     )
-    return settings.model_copy(
-        update={"ai": settings.ai.model_copy(update={"cpu_threads": threads})}
-    )
+    update = {"cpu_threads": threads, **(ai or {})}
+    return settings.model_copy(update={"ai": settings.ai.model_copy(update=update)})
 
 
 STEPS = ("transcribe", "answer_signals", "face_step", "_score")
@@ -213,7 +214,13 @@ def bench_context(store: Any) -> Any:
 
 
 def worker(
-    data_dir: Path, threads: int, answer_ids: list[int], ready: Any, go: Any, out: Any
+    data_dir: Path,
+    threads: int,
+    ai: dict[str, Any],
+    answer_ids: list[int],
+    ready: Any,
+    go: Any,
+    out: Any,
 ) -> None:
     """One analysis worker process: open the store, load the models, wait for the start,
     then run `analyse_answer` for its share of the answers (as an rq worker would)."""
@@ -221,7 +228,7 @@ def worker(
     from appliance.store import Store
     from workers.analysis import jobs as analysis
 
-    settings = bench_settings(data_dir, threads)
+    settings = bench_settings(data_dir, threads, ai)
     store = Store.open(settings)
     analysis.configure(settings)
     try:
@@ -249,7 +256,10 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="analysis worker processes"
     )
     parser.add_argument("--no-face", action="store_true", help="without face consent")
+    parser.add_argument("--beam", type=int, default=5, help="ai.beam_size (default 5)")
+    parser.add_argument("--face-fps", type=float, default=3.0, help="ai.face_fps, 2-5")
     args = parser.parse_args()
+    ai = {"beam_size": args.beam, "face_fps": args.face_fps}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from appliance.datadir import init_data_dir
@@ -263,7 +273,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="encb"))
     try:
         data_dir = root / "data"
-        settings = bench_settings(data_dir, threads)
+        settings = bench_settings(data_dir, threads, ai)
         store = init_data_dir(settings, "BENCH-PASSPHRASE").store
         session_id = build_interview(store, args.answers, face=not args.no_face)
         # The box's profile is recorded once, before the workers start (as at start-up).
@@ -274,7 +284,7 @@ def main() -> None:
         ready, out, go = spawn.Queue(), spawn.Queue(), spawn.Event()
         procs = [
             spawn.Process(
-                target=worker, args=(data_dir, threads, ids[k :: args.workers], ready, go, out)
+                target=worker, args=(data_dir, threads, ai, ids[k :: args.workers], ready, go, out)
             )
             for k in range(args.workers)
         ]
@@ -309,7 +319,8 @@ def main() -> None:
         f"interview: {args.answers} answers x {ANSWER_S:.0f} s = {audio_s / 60:.1f} min, "
         f"face signals {'off' if args.no_face else 'on (with expression)'}; "
         f"session status after: {status}",
-        f"workers: {args.workers} processes x {threads} thread(s); models loaded once per "
+        f"workers: {args.workers} processes x {threads} thread(s), beam {args.beam}, face "
+        f"{args.face_fps:g} fps; models loaded once per "
         f"process in {max(load_s):.1f} s (not in the total)",
         f"total: {total:.1f} s for {audio_s:.0f} s of interview = "
         f"{audio_s / total:.1f}x real time (goal: <= {GOAL_S:.0f} s for 10 min: "

@@ -239,3 +239,11 @@ def test_windows_end_at_pauses_and_fit_whisper() -> None:
     windows = asr._windows(chunks)
     assert [[c["start"] // second for c in w] for w in windows] == [[0, 14], [30], [41]]
     assert all(asr._length(w) <= asr.WINDOW_S * second for w in windows)
+
+
+def test_beam_width_is_a_setting() -> None:
+    """IT may trade accuracy for speed (`ai.beam_size`); the default stays beam 5."""
+    greedy = asr.transcriber(AiSettings(device="cpu", beam_size=1))
+    assert isinstance(greedy, asr.FasterWhisperBackend)
+    assert greedy._decoding.beam_size == 1
+    assert greedy is not asr.transcriber(AiSettings(device="cpu"))

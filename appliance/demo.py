@@ -54,6 +54,9 @@ _ACCOUNTS = (
     (Role.INTERVIEWER, "interviewer", "心内科 面试官", "EAST-CARD"),
     (Role.DPO, "dpo", "个人信息保护负责人", "HQ"),
     (Role.INTEGRATION, "integration", "集成账号 (API)", "HQ"),
+    # Last, so the ids above stay as they were: another branch's HR, who must not see
+    # the east campus's candidates (issue 6).
+    (Role.HR, "hr.west", "西院区 人事专员", "WEST"),
 )
 
 _DIMENSIONS = (

@@ -34,24 +34,62 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         egress.install(app.config["SETTINGS"], "web")
         logs.configure("web")
 
+    from webapp import i18n
     from webapp.extensions import appliance_store, security_headers
 
     appliance_store.init_app(app)
     app.after_request(security_headers)
+    i18n.init_app(app)
 
-    from webapp import api, audit_console, auth, health, portal
+    from webapp import (
+        api,
+        audit_console,
+        auth,
+        dashboard,
+        health,
+        invitations,
+        jobs,
+        pipeline,
+        portal,
+        privacy,
+    )
     from webapp.errors import register_error_handlers
 
     app.register_blueprint(auth.bp)  # also: CSRF check on every unsafe request, 401 handling
     app.register_blueprint(health.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(pipeline.bp)
+    app.register_blueprint(invitations.bp)
+    app.register_blueprint(invitations.candidate_bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(audit_console.bp)
-    from webapp import privacy
-
     app.register_blueprint(privacy.bp)
+    app.jinja_env.globals["nav_items"] = nav_items
     register_error_handlers(app)
     return app
+
+
+def N_(msgid: str) -> str:
+    """Marks a msgid for extraction; the template translates it when it renders."""
+    return msgid
+
+
+# The portal's main navigation (issue 6): (endpoint, Chinese label as msgid). An area
+# shows only once its blueprint has that endpoint.
+NAV = (
+    ("dashboard.index", N_("工作台")),
+    ("jobs.index", N_("职位")),
+    ("portal.candidates", N_("候选人")),
+    ("invitations.outbox", N_("邀请与消息")),
+)
+
+
+def nav_items() -> list[tuple[str, str]]:
+    from flask import current_app
+
+    return [(e, label) for e, label in NAV if e in current_app.view_functions]
 
 
 def create_internal_app(config: dict[str, Any] | None = None) -> Flask:

@@ -6,7 +6,8 @@ whoever calls it: the standard library (`smtplib`, `urllib.request`), requests a
 urllib3, `huggingface_hub`, asyncio, ldap3, redis-py. It allows
 
 - loopback addresses and unix sockets (redis, the media socket, syslog),
-- the hosts the settings name: `smtp.host`, the host of `auth.ldap.url`, the box's
+- the hosts the settings name: `smtp.host`, the host of `sms.url` (the SMS gateway),
+  the host of `auth.ldap.url`, the box's
   own names (`web.hostnames`) and `egress.allow_hosts` (names, IPs, CIDR networks:
   an SMS gateway, the box seen from a scale-out worker host),
 
@@ -88,6 +89,9 @@ def _ip(text: str) -> IpAddress | None:
 def configured_hosts(settings: Settings) -> list[str]:
     """Every destination the settings name, as written there."""
     hosts = [settings.smtp.host] if settings.smtp.host else []
+    if settings.sms.url:
+        sms_host = urlsplit(settings.sms.url).hostname
+        hosts += [sms_host] if sms_host else []
     if settings.auth.ldap.url:
         ldap_host = urlsplit(settings.auth.ldap.url).hostname
         hosts += [ldap_host] if ldap_host else []
@@ -202,7 +206,8 @@ def _refuse(policy: EgressPolicy, event: str, target: str) -> None:
     )
     raise EgressRefused(
         f"egress refused: {event} to {target} is outside loopback and the configured hosts "
-        f"(smtp.host, auth.ldap.url, web.hostnames, egress.allow_hosts); issue 9 no-egress rule"
+        "(smtp.host, sms.url, auth.ldap.url, web.hostnames, egress.allow_hosts); "
+        "issue 9 no-egress rule"
     )
 
 

@@ -130,32 +130,51 @@ def issue(
     if not timedelta(0) < ttl <= MAX_TTL:
         raise ValueError(f"ttl must be positive and at most {MAX_TTL.days} days")
     now = now or utcnow()
-    expires = int((now + ttl).timestamp())
-    raw_id = secrets.token_bytes(_ID_BYTES)
     with store.transaction() as db:
         candidate = db.get(Candidate, candidate_id)
         if candidate is None:
             raise LookupError(f"no candidate {candidate_id}")
         subject_id = candidate.subject_id
-        db.add(
-            CandidateToken(
-                id=raw_id.hex(),
-                candidate_id=candidate_id,
-                purpose=purpose,
-                created_at=now,
-                expires_at=_as_datetime(expires),
-                created_by_id=created_by.user_id,
-            )
-        )
+        row = new_token_row(candidate_id, purpose, now + ttl, created_by.user_id, now)
+        db.add(row)
     audit.record(
         store,
         created_by,
         "token.issue",
-        f"candidate_tokens:{raw_id.hex()}",
+        f"candidate_tokens:{row.id}",
         purpose,
         subject_ids=[subject_id],
     )
-    body = _BODY.pack(TOKEN_VERSION, raw_id, PURPOSES[purpose], expires)
+    return token_of(store, row)
+
+
+def new_token_row(
+    candidate_id: int,
+    purpose: str,
+    expires: datetime,
+    created_by_id: int | None,
+    now: datetime | None = None,
+) -> CandidateToken:
+    """A token row for the caller's own transaction (invitations write many at once with
+    their sessions, issue 6); the caller records the issue in the audit log. Expiry is
+    kept to the second: the token carries unix seconds."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {sorted(PURPOSES)}")
+    return CandidateToken(
+        id=secrets.token_bytes(_ID_BYTES).hex(),
+        candidate_id=candidate_id,
+        purpose=purpose,
+        created_at=now or utcnow(),
+        expires_at=_as_datetime(int(expires.timestamp())),
+        created_by_id=created_by_id,
+    )
+
+
+def token_of(store: Store, row: CandidateToken) -> str:
+    """The token string of a row. Never stored: rebuilt from the row and the box's key
+    whenever it is needed (the outbox composes links at send time)."""
+    expires = int(row.expires_at.timestamp())
+    body = _BODY.pack(TOKEN_VERSION, bytes.fromhex(row.id), PURPOSES[row.purpose], expires)
     return _b64(body + hmac.new(_key(store), body, hashlib.sha256).digest())
 
 

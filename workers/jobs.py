@@ -298,6 +298,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("workers.maintenance.seal_audit_log", every_s=300),
     PeriodicJob("workers.privacy.apply_retention", every_s=24 * 3600),
     PeriodicJob("workers.privacy.remind_request_deadlines", every_s=4 * 3600),
+    PeriodicJob("workers.invitations.send_reminders", every_s=900),
 )
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)

@@ -34,13 +34,19 @@ class Stage(enum.StrEnum):
 
 
 class ScoringTemplate(Base):
-    """How answers are scored: weighted dimensions, each with rubric lines."""
+    """How answers are scored: weighted dimensions, each with rubric lines.
+
+    `org_unit_id` is whose it is: None for a hospital-wide template (HR admin edits it,
+    every HR may use it), else a unit whose subtree's HR may use and edit it (issue 6).
+    """
 
     __tablename__ = "scoring_templates"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    org_unit_id: Mapped[int | None] = mapped_column(ForeignKey("org_units.id"), index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     dimensions: Mapped[list[ScoringDimension]] = relationship(
         back_populates="template",
@@ -92,6 +98,10 @@ class Job(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     requirements: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Keys: education (str), licences (list, e.g. 执业医师资格证), professional_title (e.g.
+    主治医师), years (int, experience), keywords (list), language (zh/en, the interview's)."""
+    competencies: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    """What the interview probes (沟通能力, 团队协作...): the question bank's groups."""
     status: Mapped[JobStatus] = mapped_column(
         Enum(JobStatus, native_enum=False, length=16), default=JobStatus.DRAFT
     )
@@ -100,6 +110,8 @@ class Job(Base):
     """Show the candidate live captions of their own answer while they speak (issue #5)."""
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     scoring_template: Mapped[ScoringTemplate | None] = relationship()
     plans: Mapped[list[InterviewPlan]] = relationship(back_populates="job")
@@ -133,8 +145,39 @@ class InterviewQuestion(Base):
     think_seconds: Mapped[int] = mapped_column(default=30)
     answer_seconds: Mapped[int] = mapped_column(default=120)
     retakes: Mapped[int] = mapped_column(default=1)
+    source: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    """manual (typed by HR), bank (taken from the question bank) or suggested."""
+    bank_question_id: Mapped[int | None] = mapped_column(
+        ForeignKey("question_bank.id", ondelete="SET NULL")
+    )
+    suggestion_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Why it was suggested (`workers.questions.Reason.as_dict()`), kept so HR can tell later."""
 
     plan: Mapped[InterviewPlan] = relationship(back_populates="questions")
+
+
+class BankQuestion(Base):
+    """A reusable interview question of the question bank, filed under one competency.
+
+    `keywords` are what the offline suggester (`workers.questions`) matches against a
+    job's requirements and description; `org_unit_id` None means hospital-wide.
+    Retired questions stay (`active` False): interview questions copied from them keep
+    their link.
+    """
+
+    __tablename__ = "question_bank"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    competency: Mapped[str] = mapped_column(String(120), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    think_seconds: Mapped[int] = mapped_column(default=30)
+    answer_seconds: Mapped[int] = mapped_column(default=120)
+    retakes: Mapped[int] = mapped_column(default=1)
+    org_unit_id: Mapped[int | None] = mapped_column(ForeignKey("org_units.id"), index=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Application(Base):

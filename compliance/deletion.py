@@ -349,6 +349,7 @@ def erase_subject(
             raise ValueError(f"no subject {subject_id}")
         kind = subject.kind.value
         holds = [h.id for h in active_holds(db, subject_id)]
+        merged = merged_subjects(db, subject_id)
     if holds:
         audit.record(
             store,
@@ -363,6 +364,10 @@ def erase_subject(
             f"subject {subject_id} is under legal hold {', '.join(map(str, holds))}; "
             "the deletion is paused until the hold is released"
         )
+    # Records merged into this one (issue 6) keep their own key for the files sealed under
+    # it; erasing the person shreds those keys too, each with its own certificate.
+    for merged_id in merged:
+        erase_subject(store, actor, merged_id, basis, request_id, cancel_jobs)
     audit.record(
         store,
         actor,
@@ -410,6 +415,24 @@ def erase_subject(
     return issue_certificate(
         store, actor, subject_id, kind, basis, request_id, started, summary, fp.kept
     )
+
+
+def merged_subjects(db: Session, subject_id: str) -> list[str]:
+    """Subjects of candidate records merged into this subject's record (not yet erased)."""
+    from appliance.records import Candidate
+    from appliance.records.pipeline import CandidateMerge
+
+    rows = db.scalars(
+        select(CandidateMerge.merged_subject_id)
+        .join(Candidate, Candidate.id == CandidateMerge.survivor_id)
+        .where(Candidate.subject_id == subject_id)
+    )
+    return sorted({sid for sid in rows if sid != subject_id and _not_shredded(db, sid)})
+
+
+def _not_shredded(db: Session, subject_id: str) -> bool:
+    subject = db.get(Subject, subject_id)
+    return subject is not None and subject.shredded_at is None
 
 
 def _revoke_tokens(db: Session, fp: Footprint) -> None:

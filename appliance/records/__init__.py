@@ -1,5 +1,6 @@
 """The box's records (SQLAlchemy 2 models), grouped by domain. Import from here."""
 
+from appliance.records import outreach, pipeline  # noqa: F401  (issue 6; exports below)
 from appliance.records.analysis import (
     AnalysisStatus,
     AnswerAnalysis,
@@ -15,6 +16,7 @@ from appliance.records.consent import Consent, ConsentPurpose
 from appliance.records.documents import ResumeParse
 from appliance.records.hiring import (
     Application,
+    BankQuestion,
     Comment,
     InterviewPlan,
     InterviewQuestion,
@@ -34,7 +36,21 @@ from appliance.records.interviews import (
 )
 from appliance.records.jobs import JobRun, RunStatus
 from appliance.records.org import OrgKind, OrgUnit, Role, RoleAssignment, User
+from appliance.records.outreach import (
+    Channel,
+    Invitation,
+    MessageKind,
+    MessageStatus,
+    OutboxMessage,
+)
 from appliance.records.people import Candidate, Employee, Referral, Subject, SubjectKind
+from appliance.records.pipeline import (
+    CandidateMerge,
+    ImportBatch,
+    ImportStatus,
+    MergeReason,
+    StageChange,
+)
 from appliance.records.privacy import (
     BiasAudit,
     DataRequest,
@@ -51,6 +67,11 @@ from appliance.records.privacy import (
 )
 
 __all__ = [
+    "CandidateMerge",
+    "ImportBatch",
+    "ImportStatus",
+    "MergeReason",
+    "StageChange",
     "AnalysisStatus",
     "Answer",
     "AnswerAnalysis",
@@ -64,6 +85,7 @@ __all__ = [
     "AuditEvent",
     "CandidateToken",
     "Application",
+    "BankQuestion",
     "Base",
     "BoxInfo",
     "Candidate",
@@ -107,4 +129,9 @@ __all__ = [
     "RequestKind",
     "RequestStatus",
     "RetentionRun",
+    "Channel",
+    "Invitation",
+    "MessageKind",
+    "MessageStatus",
+    "OutboxMessage",
 ]

@@ -176,7 +176,10 @@ class InvitationSettings(_Frozen):
     retry_base_seconds: float = Field(2.0, ge=0, le=300)
     """Backoff between those tries: base, 2 x base, 4 x base ..."""
     batch_size: int = Field(200, ge=1, le=5000)
-    """Messages per outbox job (one SMTP session sends a whole batch)."""
+    """Messages per outbox job (its SMTP sessions send the whole batch)."""
+    connections: int = Field(4, ge=1, le=16)
+    """SMTP sessions (and SMS requests) an outbox job runs side by side; ask the hospital's
+    relay how many it accepts from one client."""
 
 
 class LdapSettings(_Frozen):

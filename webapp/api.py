@@ -14,21 +14,34 @@ Both are recorded as denied by the gate.
 
 No personal data in URLs (ARCHITECTURE.md): searches by phone or e-mail are POSTs
 with the value in the body, never a query string that lands in access logs.
+
+For the hospital's other systems (issue 6, item 8) the API also lists applications,
+interviews and scores (names and AI numbers through the gate), exports the list as
+Excel, and serves requisitions from `jobs_bp` (no personal data, so outside ENDPOINTS,
+but scoped by org subtree and refused like the rest). Query parameters are checked
+(`id_arg`, `choice_arg`, `day_arg`): a bad one is a 400 with a message, an id beyond
+SQLite's integers a 404, never a server error. `webapp.openapi` documents all of it.
 """
 
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from flask.blueprints import BlueprintSetupState
+from flask_babel import gettext as _
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
+from sqlalchemy.orm import Session, object_session
 from werkzeug.exceptions import Forbidden, NotFound
 
 from appliance.records import (
@@ -41,15 +54,29 @@ from appliance.records import (
     ExpressionSignals,
     FaceSignals,
     InterviewSession,
+    Job,
+    JobStatus,
+    OrgUnit,
     Recording,
     Referral,
     ScoreOverride,
     ScoreReport,
+    SessionStatus,
+    Stage,
     User,
 )
+from appliance.settings import Settings
 from compliance.actors import Actor
-from compliance.gate import MEDIA_FIELD, AccessDenied, Gate, NotInScope, Shown
+from compliance.gate import (
+    MEDIA_FIELD,
+    AccessDenied,
+    Gate,
+    NotInScope,
+    Shown,
+    table_of,
+)
 from compliance.overrides import OverrideRefused, effective_overrides, override_score
+from compliance.policy import RowScope
 from webapp.auth import current_actor, load_actor
 from webapp.extensions import appliance_store
 
@@ -96,6 +123,12 @@ EXPLANATION_FIELDS = ("score_reports.report", "score_overrides.reason")
 """The explanation a candidate can be given (PIPL Art. 24): the report, not the candidate file."""
 OVERRIDE_FIELDS = ("score_overrides.reason",)
 MEDIA_FIELDS = (MEDIA_FIELD,)
+NAME_FIELDS = ("candidates.name",)
+"""Applications and interviews list whose they are by name only: other systems match people
+by their own records, and contact data stays with the candidate file."""
+SCORE_FIELDS = ("candidates.name", "score_reports.report")
+"""Scores: the AI report's numbers and summary; override reasons and evidence stay on
+`/interviews/<id>` (the API gives the numbers, a person's reasons stay in the portal)."""
 
 
 def _both(
@@ -162,6 +195,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "recordings",
         MEDIA_FIELDS,
     ),
+    # For the hospital's other systems (issue 6, item 8); the portal shows these on its own
+    # pages (dashboard, pipeline board), so they are API-only here.
+    Endpoint(
+        "api.export_candidates_xlsx",
+        "/api/v1/candidates/export.xlsx",
+        "GET",
+        "export",
+        "candidates",
+        EXPORT_FIELDS,
+    ),
+    Endpoint(
+        "api.applications", "/api/v1/applications", "GET", "view", "applications", NAME_FIELDS
+    ),
+    Endpoint(
+        "api.interviews", "/api/v1/interviews", "GET", "view", "interview_sessions", NAME_FIELDS
+    ),
+    Endpoint("api.scores", "/api/v1/scores", "GET", "view", "score_reports", SCORE_FIELDS),
 )
 BY_NAME = {e.name: e for e in ENDPOINTS}
 
@@ -925,8 +975,10 @@ def override_request(actor: Actor, session_id: int, purpose: str) -> int:
     try:
         dimension_id = int(data.get("dimension_id"))
         score = float(data.get("score"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         abort(400, "give dimension_id (a number) and score (a number)")
+    if not 0 < dimension_id <= MAX_ID:
+        abort(400, "dimension_id must be the id of one of the report's dimensions")
     reason = data.get("reason")
     if not isinstance(reason, str):
         abort(400, "give the reason for the override: it is required")
@@ -964,4 +1016,528 @@ def download_recording(recording_id: int) -> Any:
         return media_response(the_gate, actor, db, recording_id, "download", purpose)
 
 
-register_denials(bp)
+# --- query parameters: bad ones answer 400 with a message, never 500 ------------------------
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: a bigger id cannot name a row (and would overflow the driver)."""
+_ID = re.compile(r"[0-9]{1,19}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def bad_request(message: str) -> NoReturn:
+    abort(400, message)
+
+
+def id_arg(name: str) -> int | None:
+    """A positive id from the query string (`?job=3`), None when absent; 400 otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not _ID.fullmatch(raw) or not 0 < int(raw) <= MAX_ID:
+        bad_request(_("参数 %(name)s 必须是正整数编号。", name=name))
+    return int(raw)
+
+
+def choice_arg(name: str, choices: type[enum.StrEnum]) -> str | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    allowed = [c.value for c in choices]
+    if raw not in allowed:
+        bad_request(_("参数 %(name)s 只能是：%(allowed)s。", name=name, allowed=", ".join(allowed)))
+    return raw
+
+
+def day_arg(name: str) -> date | None:
+    """A calendar day (`?date=2026-11-26`) in the box's time zone."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        if not _DAY.fullmatch(raw):
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        bad_request(_("参数 %(name)s 必须是日期，格式为 YYYY-MM-DD。", name=name))
+
+
+def ids_in_range(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """A path id beyond SQLite's integers names no row: 404, like any unknown id."""
+    for value in (values or {}).values():
+        if isinstance(value, int) and value > MAX_ID:
+            abort(404)
+
+
+def box_day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The UTC instants a calendar day of the box's time zone runs between (times are stored
+    in UTC; `Settings.timezone` is the hospital's clock)."""
+    settings: Settings = current_app.config["SETTINGS"]
+    zone = settings.zone
+    start = datetime.combine(day, time.min, tzinfo=zone)
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+def box_today() -> date:
+    settings: Settings = current_app.config["SETTINGS"]
+    return datetime.now(settings.zone).date()
+
+
+# --- jobs, applications, interviews, scores (issue 6, item 8) ---------------------------------
+
+
+def job_scope(the_gate: Gate, actor: Actor, purpose: str) -> ColumnElement[bool]:
+    """The jobs an actor may list: those of the org subtrees its roles see candidates in (HR
+    of the east branch: east jobs), and those its in-scope applications are for (an
+    interviewer's assigned interviews, a candidate's own applications). Jobs hold no
+    personal data, but which departments are hiring is still not every account's business."""
+    applied = select(Application.job_id).where(the_gate.scope(actor, Application, "view", purpose))
+    clauses: list[ColumnElement[bool]] = [Job.id.in_(applied)]
+    for grant in actor.grants:
+        role = the_gate.policy.role(grant.role.value)
+        if (
+            role.rows is RowScope.ORG_SUBTREE
+            and "view" in role.actions
+            and purpose in role.purposes
+        ):
+            units = select(OrgUnit.id).where(
+                OrgUnit.path.startswith(grant.org_path, autoescape=True)
+            )
+            clauses.append(Job.org_unit_id.in_(units))
+    return or_(false(), *clauses)
+
+
+JOB_SUMMARY_KEYS = ("id", "org_unit_id", "department", "title", "status", "created_at", "pipeline")
+JOB_DETAIL_KEYS = (*JOB_SUMMARY_KEYS, "description", "requirements", "scoring_template", "plans")
+"""What the API says of a job (the OpenAPI schema in webapp.openapi is built from these)."""
+
+
+def pipeline_counts(
+    the_gate: Gate, actor: Actor, db: Session, purpose: str, job_ids: list[int]
+) -> dict[int, dict[str, int]]:
+    """Applications per stage of each job, counting only applications in the actor's scope
+    (a count of an east candidate is not a west HR's)."""
+    counts = {job_id: dict.fromkeys((s.value for s in Stage), 0) for job_id in job_ids}
+    if not job_ids:
+        return counts
+    rows = db.execute(
+        select(Application.job_id, Application.stage, func.count())
+        .where(Application.job_id.in_(job_ids))
+        .where(the_gate.scope(actor, Application, "view", purpose))
+        .group_by(Application.job_id, Application.stage)
+    )
+    for job_id, stage, count in rows:
+        counts[job_id][Stage(stage).value] = int(count)
+    return counts
+
+
+def department_names(db: Session, jobs: list[Job]) -> dict[int, str]:
+    ids = {j.org_unit_id for j in jobs}
+    return dict(db.execute(select(OrgUnit.id, OrgUnit.name).where(OrgUnit.id.in_(ids))).all())
+
+
+def job_json(
+    job: Job, counts: dict[str, int], departments: dict[int, str], detail: bool = False
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": job.id,
+        "org_unit_id": job.org_unit_id,
+        "department": departments.get(job.org_unit_id),
+        "title": job.title,
+        "status": JobStatus(job.status).value,
+        "created_at": job.created_at.isoformat(),
+        "pipeline": counts,
+    }
+    if not detail:
+        return data
+    template = job.scoring_template
+    return {
+        **data,
+        "description": job.description,
+        "requirements": job.requirements or {},
+        "scoring_template": None
+        if template is None
+        else {
+            "id": template.id,
+            "name": template.name,
+            "dimensions": [
+                {"id": d.id, "name": d.name, "weight": d.weight} for d in template.dimensions
+            ],
+        },
+        "plans": [
+            {
+                "id": plan.id,
+                "name": plan.name,
+                "mode": plan.mode,
+                "round_no": plan.round_no,
+                "questions": [
+                    {
+                        "id": q.id,
+                        "text": q.text,
+                        "competency": q.competency,
+                        "think_seconds": q.think_seconds,
+                        "answer_seconds": q.answer_seconds,
+                        "retakes": q.retakes,
+                    }
+                    for q in plan.questions
+                ],
+            }
+            for plan in job.plans
+        ],
+    }
+
+
+def scoped_jobs(
+    the_gate: Gate, actor: Actor, db: Session, purpose: str, job_id: int | None = None
+) -> list[Job]:
+    """Jobs in the actor's scope (one, when `job_id`): refused (recorded) for roles that see
+    no candidate data at all."""
+    the_gate.require(actor, "view", purpose, "jobs", "list")
+    stmt = select(Job).where(job_scope(the_gate, actor, purpose)).order_by(Job.id)
+    if job_id is not None:
+        stmt = stmt.where(Job.id == job_id)
+    return list(db.scalars(stmt))
+
+
+jobs_bp = Blueprint("api_jobs", __name__, url_prefix="/api/v1")
+"""Requisitions: no personal data, so not in ENDPOINTS (the permission matrix's list), yet
+scoped and refused like the rest (`scoped_jobs`)."""
+
+
+@jobs_bp.get("/jobs")
+def jobs() -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    status = choice_arg("status", JobStatus)
+    with appliance_store.store.session() as db:
+        found = [j for j in scoped_jobs(the_gate, actor, db, purpose) if status in (None, j.status)]
+        counts = pipeline_counts(the_gate, actor, db, purpose, [j.id for j in found])
+        names = department_names(db, found)
+        listed = [job_json(j, counts[j.id], names) for j in found]
+        return jsonify({"purpose": purpose, "jobs": listed})
+
+
+@jobs_bp.get("/jobs/<int:job_id>")
+def job(job_id: int) -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    with appliance_store.store.session() as db:
+        found = scoped_jobs(the_gate, actor, db, purpose, job_id)
+        if not found:
+            abort(404)
+        counts = pipeline_counts(the_gate, actor, db, purpose, [job_id])
+        names = department_names(db, found)
+        return jsonify({"purpose": purpose, "job": job_json(found[0], counts[job_id], names, True)})
+
+
+def named_rows(
+    the_gate: Gate,
+    actor: Actor,
+    db: Session,
+    model: type[Any],
+    stmt: Select[Any],
+    purpose: str,
+    endpoint: str,
+    candidate_of: Any,
+) -> tuple[list[Any], dict[int, Shown]]:
+    """Rows of `model` in scope (which hold no personal field themselves), and their
+    candidates as shown by the gate, by candidate id: one `list` event per person, naming
+    the fields the endpoint declares."""
+    fields = fields_of(endpoint)
+    the_gate.require(actor, "view", purpose, table_of(model), "list", fields)
+    rows = list(db.scalars(stmt.where(the_gate.scope(actor, model, "view", purpose))))
+    people = list({candidate_of(r).id: candidate_of(r) for r in rows}.values())
+    shown = the_gate.view_many(actor, people, purpose, fields, "list")
+    return rows, {s.id: s for s in shown}
+
+
+def _name(people: dict[int, Shown], candidate_id: int) -> str | None:
+    person = people.get(candidate_id)
+    return person.get("name") if person is not None else None
+
+
+@bp.get("/applications")
+def applications() -> Any:
+    """Applications in scope (`?job=`, `?stage=`): the pipeline as other systems sync it."""
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    job_id, stage = id_arg("job"), choice_arg("stage", Stage)
+    stmt = select(Application).order_by(Application.id)
+    if job_id is not None:
+        stmt = stmt.where(Application.job_id == job_id)
+    if stage is not None:
+        stmt = stmt.where(Application.stage == Stage(stage))
+    with appliance_store.store.session() as db:
+        rows, people = named_rows(
+            the_gate, actor, db, Application, stmt, purpose, "api.applications", _candidate_of
+        )
+        return jsonify(
+            {
+                "purpose": purpose,
+                "applications": [
+                    {
+                        "id": a.id,
+                        "candidate_id": a.candidate_id,
+                        "candidate_name": _name(people, a.candidate_id),
+                        "job_id": a.job_id,
+                        "job_title": a.job.title,
+                        "stage": Stage(a.stage).value,
+                        "created_at": a.created_at.isoformat(),
+                        "updated_at": a.updated_at.isoformat(),
+                    }
+                    for a in rows
+                ],
+            }
+        )
+
+
+def _candidate_of(row: Any) -> Candidate:
+    if isinstance(row, Application):
+        return row.candidate
+    if isinstance(row, InterviewSession):
+        return row.application.candidate
+    candidate: Candidate = db_application(row).candidate
+    return candidate
+
+
+def db_application(row: Any) -> Application:
+    """The application a row with `application_id` (a score report, a comment) belongs to."""
+    session = object_session(row)
+    found = session.get(Application, row.application_id) if session is not None else None
+    if found is None:
+        raise LookupError(f"{table_of(row)} {row.id} has no application in this session")
+    return found
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@bp.get("/interviews")
+def interviews() -> Any:
+    """Interview sessions in scope (`?job=`, `?status=`, `?date=` a day of the box's clock,
+    by the start of the session's window)."""
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    job_id, status, day = id_arg("job"), choice_arg("status", SessionStatus), day_arg("date")
+    stmt = select(InterviewSession).order_by(InterviewSession.id)
+    if job_id is not None:
+        stmt = stmt.where(
+            InterviewSession.application_id.in_(
+                select(Application.id).where(Application.job_id == job_id)
+            )
+        )
+    if status is not None:
+        stmt = stmt.where(InterviewSession.status == SessionStatus(status))
+    if day is not None:
+        start, end = box_day_bounds(day)
+        stmt = stmt.where(InterviewSession.window_start >= start)
+        stmt = stmt.where(InterviewSession.window_start < end)
+    with appliance_store.store.session() as db:
+        rows, people = named_rows(
+            the_gate, actor, db, InterviewSession, stmt, purpose, "api.interviews", _candidate_of
+        )
+        return jsonify({"purpose": purpose, "interviews": [_session_json(s, people) for s in rows]})
+
+
+def _session_json(session: InterviewSession, people: dict[int, Shown]) -> dict[str, Any]:
+    application = session.application
+    return {
+        "id": session.id,
+        "application_id": session.application_id,
+        "candidate_id": application.candidate_id,
+        "candidate_name": _name(people, application.candidate_id),
+        "job_id": application.job_id,
+        "status": SessionStatus(session.status).value,
+        "window_start": _when(session.window_start),
+        "window_end": _when(session.window_end),
+        "started_at": _when(session.started_at),
+        "completed_at": _when(session.completed_at),
+        "analysis_status": session.analysis_status,
+    }
+
+
+def score_numbers(report: Shown | None) -> dict[str, Any] | None:
+    """The numbers of an AI report the role may read: overall, summary, per dimension the
+    score and confidence (no evidence quotes: those stay on the interview)."""
+    data = shown_json(report, "report")
+    if not isinstance(data, dict):
+        return None
+    dimensions = [
+        {
+            "id": str(d.get("id")),
+            "name": d.get("name"),
+            "weight": _number(d.get("weight")),
+            "score": _number(d.get("score")),
+            "confidence": _number(d.get("confidence")),
+        }
+        for d in data.get("dimensions") or []
+        if isinstance(d, dict)
+    ]
+    return {
+        "overall": _number(data.get("overall")),
+        "summary": data.get("summary") if isinstance(data.get("summary"), str) else None,
+        "dimensions": dimensions,
+    }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def latest_overrides(db: Session, report_ids: list[int]) -> dict[int, dict[str, float]]:
+    """Per report, the score a person set for each dimension (the latest override): numbers
+    only, which are not personal; the reasons are read through the gate on the interview."""
+    found: dict[int, dict[str, float]] = {rid: {} for rid in report_ids}
+    if not report_ids:
+        return found
+    stmt = (
+        select(ScoreOverride)
+        .where(ScoreOverride.report_id.in_(report_ids))
+        .order_by(ScoreOverride.created_at, ScoreOverride.id)
+    )
+    for row in db.scalars(stmt):
+        found[row.report_id][str(row.dimension_id)] = row.score
+    return found
+
+
+@bp.get("/scores")
+def scores() -> Any:
+    """AI score reports in scope (`?job=`) with the overrides people made, and the panel's
+    evaluations (their overall numbers): AI scores advise, a named person decides."""
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    job_id = id_arg("job")
+    stmt = select(ScoreReport).order_by(ScoreReport.id)
+    if job_id is not None:
+        stmt = stmt.where(
+            ScoreReport.application_id.in_(
+                select(Application.id).where(Application.job_id == job_id)
+            )
+        )
+    with appliance_store.store.session() as db:
+        fields = fields_of("api.scores")
+        the_gate.require(actor, "view", purpose, "score_reports", "list", fields)
+        reports = list(db.scalars(stmt.where(the_gate.scope(actor, ScoreReport, "view", purpose))))
+        people = list({r.application_id: db_application(r).candidate for r in reports}.values())
+        shown = the_gate.view_many(
+            actor, [*{p.id: p for p in people}.values(), *reports], purpose, fields, "list"
+        )
+        names = {s.id: s for s in shown if s.entity == "candidates"}
+        by_report = {s.id: s for s in shown if s.entity == "score_reports"}
+        overrides = latest_overrides(db, [r.id for r in reports])
+        return jsonify(
+            {
+                "purpose": purpose,
+                "scores": [
+                    _score_json(db, r, by_report[r.id], names, overrides[r.id]) for r in reports
+                ],
+            }
+        )
+
+
+def _score_json(
+    db: Session,
+    report: ScoreReport,
+    shown: Shown,
+    names: dict[int, Shown],
+    overrides: dict[str, float],
+) -> dict[str, Any]:
+    application = db_application(report)
+    numbers = score_numbers(shown)
+    return {
+        "id": report.id,
+        "session_id": report.session_id,
+        "application_id": report.application_id,
+        "candidate_id": application.candidate_id,
+        "candidate_name": _name(names, application.candidate_id),
+        "job_id": application.job_id,
+        "ai": numbers,
+        "overrides": overrides if numbers is not None else {},
+        "updated_at": report.updated_at.isoformat(),
+    }
+
+
+# --- Excel exports (issue 6, item 7) ----------------------------------------------------------
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def export_rows(
+    the_gate: Gate,
+    actor: Actor,
+    db: Session,
+    purpose: str,
+    fields: tuple[str, ...],
+    job_id: int | None,
+) -> list[Shown]:
+    """The candidates an export may hold (of one job, or all in scope), shown as the gate says:
+    one `export` event per person (PIPL Art. 51: the file leaves the box's screens)."""
+    stmt = select(Candidate).order_by(Candidate.id)
+    if job_id is not None:
+        stmt = stmt.where(
+            Candidate.id.in_(select(Application.candidate_id).where(Application.job_id == job_id))
+        )
+    return the_gate.list_rows(actor, db, Candidate, purpose, fields, "export", "export", stmt)
+
+
+def xlsx_text(value: Any) -> str:
+    """A cell's text: no formula (a leading = + - @ is kept as text, see `export_xlsx`), and
+    none of the control characters the XLSX format cannot hold."""
+    text = "" if value is None else str(value)
+    return ILLEGAL_CHARACTERS_RE.sub("", text)
+
+
+def export_xlsx(
+    rows: list[Shown], fields: tuple[str, ...], headers: dict[str, str], filename: str
+) -> Response:
+    """The export as an Excel workbook built in memory (no temp file with personal data): a
+    column per declared field some row shows; hidden cells empty, masked ones as masked."""
+    names = [f.split(".", 1)[1] for f in fields]
+    columns = [n for n in names if any(n in r for r in rows)]
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None  # noqa: S101 (a new workbook has its sheet)
+    sheet.title = "candidates"
+    sheet.append(["id", "org_unit_id", *(headers.get(c, c) for c in columns)])
+    for row in rows:
+        sheet.append([row.id, row.row.org_unit_id])
+        line = sheet.max_row
+        for offset, column in enumerate(columns, start=3):
+            cell = sheet.cell(row=line, column=offset, value=xlsx_text(row.get(column)))
+            cell.data_type = "s"  # never a formula, whatever the text starts with
+    sheet.freeze_panes = "A2"
+    buffer = io.BytesIO()
+    book.save(buffer)
+    response = Response(buffer.getvalue(), mimetype=XLSX)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def export_filename(job_id: int | None) -> str:
+    return f"candidates-job-{job_id}.xlsx" if job_id is not None else "candidates.xlsx"
+
+
+@bp.get("/candidates/export.xlsx")
+def export_candidates_xlsx() -> Any:
+    actor, the_gate = request_actor(), gate()
+    purpose = request_purpose(the_gate, actor)
+    job_id = id_arg("job")
+    endpoint = "api.export_candidates_xlsx"
+    with appliance_store.store.session() as db:
+        rows = export_rows(the_gate, actor, db, purpose, fields_of(endpoint), job_id)
+    return export_xlsx(rows, fields_of(endpoint), {}, export_filename(job_id))
+
+
+def _register_companions(state: BlueprintSetupState) -> None:
+    """The jobs API and the OpenAPI document share /api/v1 but show no personal data, so they
+    are blueprints of their own (outside the permission matrix), registered with this one."""
+    from webapp.openapi import bp as document_bp
+
+    state.app.register_blueprint(jobs_bp)
+    state.app.register_blueprint(document_bp)
+
+
+for _blueprint in (bp, jobs_bp):
+    register_denials(_blueprint)
+    _blueprint.url_value_preprocessor(ids_in_range)
+bp.record_once(_register_companions)

@@ -9,6 +9,7 @@ Out-of-scope rows answer 404, never 403: the answer must not tell that the row e
 from __future__ import annotations
 
 import html
+import io
 import json
 import zlib
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from appliance.records import (
@@ -44,6 +46,7 @@ from appliance.records import (
     User,
 )
 from appliance.store import Store
+from webapp.api import XLSX
 
 CSRF = "row-scope-csrf-token"
 
@@ -337,6 +340,10 @@ def response_text(response: Any) -> str:
     """Every string a response shows, whatever its format (HTML, JSON, CSV, PDF)."""
     if response.mimetype == "application/pdf":
         return pdf_text(response.get_data())
+    if response.mimetype == XLSX:
+        book = load_workbook(io.BytesIO(response.get_data()), read_only=True)
+        cells = (v for sheet in book for row in sheet.iter_rows(values_only=True) for v in row)
+        return "\n".join(str(v) for v in cells if v is not None)
     if response.is_json:
         strings: list[str] = []
 

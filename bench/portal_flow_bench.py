@@ -93,7 +93,7 @@ def report(outcomes: list[FlowOutcome], started: datetime, load: tuple[float, ..
         "",
         f"  clicks (clicks, ticks, selects, file choices)  {first.clicks}",
         f"  fields typed                                   {first.fields_filled}",
-        "  of which ticking the 10 candidates, one each   10",
+        "  of which selecting the 10 candidates           1 (the column's select-all box)",
         "  round 1 includes this process's first job form: the offline question suggester",
         "  loads jieba's dictionary on first use (workers/questions.py); later rounds reuse it",
         f"  goal {GOAL_SECONDS:.0f} s: median {total:.2f} s = {total / GOAL_SECONDS:.2f} of the"

@@ -1201,14 +1201,21 @@ def certs_worker(settings: Settings, name: str, out_dir: Path) -> None:
 @click.option("--port", type=int, default=8444, show_default=True)
 def internal_api(settings: Settings, host: str, port: int) -> None:
     """Serve the internal worker API over mTLS (worker certificates of the box's CA only)."""
+    # Guarded like every long-running process of the box (issue 9, item 6), before the web
+    # app and its libraries are imported; JSON logs named after this process.
+    logs.configure("internal-api")
+    _guard(settings, "internal-api")
     from certs.authority import ensure_server_certificate
     from webapp import create_internal_app
     from webapp.internal import internal_server
 
     certs_dir = settings.data_dir / "certs"
     ensure_server_certificate(certs_dir, list(settings.web.hostnames))
-    server = internal_server(create_internal_app({"SETTINGS": settings}), host, port, certs_dir)
-    click.echo(f"Internal worker API on https://{host}:{port}/internal/v1 (mTLS)")
+    app = create_internal_app({"SETTINGS": settings})
+    # The app factory guards as "web" (gunicorn's name); refusals here name this process.
+    _guard(settings, "internal-api")
+    server = internal_server(app, host, port, certs_dir)
+    click.echo(f"Internal worker API on https://{host}:{server.server_port}/internal/v1 (mTLS)")
     server.serve_forever()
 
 

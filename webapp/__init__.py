@@ -47,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         auth,
         dashboard,
         health,
+        interview,
         invitations,
         jobs,
         pipeline,
@@ -63,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(invitations.bp)
     app.register_blueprint(invitations.candidate_bp)
+    app.register_blueprint(interview.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(audit_console.bp)
     app.register_blueprint(privacy.bp)

@@ -30,9 +30,12 @@ from appliance.records.hiring import (
 from appliance.records.interviews import (
     Answer,
     Evaluation,
+    InterviewLease,
     InterviewSession,
+    KioskCode,
     Recording,
     SessionStatus,
+    UploadPart,
 )
 from appliance.records.jobs import JobRun, RunStatus
 from appliance.records.org import OrgKind, OrgUnit, Role, RoleAssignment, User
@@ -94,7 +97,10 @@ __all__ = [
     "Evaluation",
     "InterviewPlan",
     "InterviewQuestion",
+    "InterviewLease",
     "InterviewSession",
+    "KioskCode",
+    "UploadPart",
     "Job",
     "JobRun",
     "JobStatus",

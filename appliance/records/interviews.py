@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String, Text
+from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from appliance.personal import PersonalField
@@ -106,3 +106,51 @@ class Evaluation(Base):
 
     notes_sealed: Mapped[bytes | None] = mapped_column("notes", LargeBinary)
     notes = PersonalField("notes_sealed")
+
+
+class KioskCode(Base):
+    """A short code reception gives a candidate at the on-site kiosk (issue #7, item 1).
+
+    Only the code's keyed hash is kept (`code_hash`), so a database reader cannot sign in
+    as anyone; the code opens one session once, and only until it expires."""
+
+    __tablename__ = "kiosk_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("interview_sessions.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InterviewLease(Base):
+    """Which browser is taking a session's interview: one live interview per token.
+
+    `browser_hash` is the sha256 of a random id kept in that browser's session cookie; a
+    second browser is refused while `seen_at` is recent (issue #7, "Must show")."""
+
+    __tablename__ = "interview_leases"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("interview_sessions.id"), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UploadPart(Base):
+    """One chunk of a fallback upload (MediaRecorder over HTTPS, issue #7, item 6), as its own
+    encrypted blob until the upload finishes and the parts become one `Recording`. Parts
+    are numbered so an interrupted upload resumes at the first missing one."""
+
+    __tablename__ = "upload_parts"
+    __table_args__ = (UniqueConstraint("answer_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"), index=True)
+    seq: Mapped[int]
+    blob_id: Mapped[str] = mapped_column(String(32), unique=True)
+    size_bytes: Mapped[int]
+    media_type: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

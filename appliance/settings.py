@@ -287,6 +287,22 @@ class EgressSettings(_Frozen):
     networks (CIDR), e.g. the SMS gateway, the box's address on a scale-out worker host."""
 
 
+class MediaSettings(_Frozen):
+    """The media service's WebRTC side (issue 7). The UDP range is what the firewall opens;
+    aiortc cannot pin its ports by itself (aiortc issue #487), `webapp.media.ice` does."""
+
+    udp_port_min: int = Field(40000, ge=1024, le=65535)
+    udp_port_max: int = Field(40199, ge=1024, le=65535)
+    host_addresses: tuple[str, ...] = ()
+    """Host ICE candidates offered to browsers; empty: every non-loopback interface."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MediaSettings:
+        if self.udp_port_min > self.udp_port_max:
+            raise ValueError("media.udp_port_min must not exceed media.udp_port_max")
+        return self
+
+
 class MetricsSettings(_Frozen):
     """`appliance metrics` (issue 9): Prometheus text on an internal port, never opened by
     the firewall role; loopback unless IT binds it to a management interface."""
@@ -322,6 +338,7 @@ class Settings(_Frozen):
     privacy: PrivacySettings = PrivacySettings()
     egress: EgressSettings = EgressSettings()
     metrics: MetricsSettings = MetricsSettings()
+    media: MediaSettings = MediaSettings()
 
     @field_validator("data_dir", "key_file", "runtime_dir")
     @classmethod

@@ -1,6 +1,6 @@
 """The media service (aiohttp + aiortc, no Flask): WebRTC in, encrypted recordings out.
 
-Until the interview issue lands this is a placeholder that `appliance run`
-supervises like the real one: it listens on its unix socket and answers
-`GET /health`, so the process layout, supervision and health checks are real.
+`service.py` answers the web app on a unix socket, `capture.py` writes received RTP
+packets into an encrypted recording (`appliance/recordings.py`), `ice.py` keeps ICE
+on host candidates inside a fixed UDP port range (issue 7, item 5).
 """

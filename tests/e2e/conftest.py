@@ -1,7 +1,7 @@
 """Browser tests (issue 6): the demo hospital over real HTTP, and Debian's headless Chromium.
 
 Fixtures:
-- `browser`: one Chromium for the whole session (Playwright's sync API, started here).
+- `browser`: one Chromium per test module (Playwright's sync API, started here).
 - `box`: a fresh demo data dir, its own redis-server and the app on a free port, per
   test: sign-in refuses a TOTP code whose 30-second step was already used, so a box
   per test keeps every test's sign-ins independent of the others'.
@@ -27,8 +27,10 @@ from tests.e2e.portal_driver import (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an asyncio loop running in
+    # this thread while it is open, and later tests that call asyncio.run() would fail.
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         yield chromium

@@ -987,16 +987,21 @@ class MediaUnavailable(RuntimeError):
     """The media service did not answer; the page falls back to the HTTPS upload."""
 
 
-def media_call(settings: Settings, path: str, body: dict[str, Any] | None = None) -> Any:
-    """POST JSON to the media service; its JSON answer, or MediaUnavailable."""
+def media_call(
+    settings: Settings, path: str, body: dict[str, Any] | None = None, method: str = "POST"
+) -> Any:
+    """Call the media service (JSON both ways); its JSON answer, or MediaUnavailable."""
     conn = UnixHTTPConnection(str(media_socket(settings)), MEDIA_TIMEOUT_S)
     try:
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body or {}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+        if method == "GET":
+            conn.request("GET", path)
+        else:
+            conn.request(
+                method,
+                path,
+                body=json.dumps(body or {}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
         response = conn.getresponse()
         data = response.read()
     except OSError as exc:
@@ -1077,6 +1082,15 @@ def offer(answer_id: int) -> Any:
     return jsonify({"sdp": answer.get("sdp"), "type": "answer"})
 
 
+def _end_take(answer_id: int) -> bool:
+    """Close the take; True if it has a complete recording."""
+    with _store().transaction() as db:
+        take = db.get(Answer, answer_id)
+        if take is not None and take.ended_at is None:
+            take.ended_at = utcnow()
+        return _has_complete_recording(db, answer_id)
+
+
 def _media_down(taking: Taking, answer_id: int) -> Any:
     audit.record(
         _store(),
@@ -1097,21 +1111,37 @@ def _media_down(taking: Taking, answer_id: int) -> Any:
     ), 503
 
 
+@bp.get("/interview/answers/<int:answer_id>/media")
+def media_state(answer_id: int) -> Any:
+    """Is the media service still recording this take? The page asks when its connection
+    wavers: a brief network hiccup recovers by itself, a lost recording does not."""
+    taking = _taking()
+    with _store().session() as db:
+        _own_take(db, taking, answer_id)
+    try:
+        live = media_call(_settings(), f"/answers/{answer_id}", method="GET")
+    except MediaUnavailable:
+        return jsonify({"recording": False, "state": "unavailable"})
+    state = live.get("state") if isinstance(live, dict) else None
+    return jsonify({"recording": state in ("new", "connecting", "connected"), "state": state})
+
+
 @bp.post("/interview/answers/<int:answer_id>/stop")
 def stop(answer_id: int) -> Any:
-    """End a WebRTC take: the media service closes its recording; analysis is queued."""
+    """End a WebRTC take: the media service closes its recording; analysis is queued.
+
+    When the media service is gone (it crashed mid-answer), the take ends anyway: what was
+    received up to the crash stays as an incomplete recording, and the candidate retakes
+    the question (issue 7: "the answer can be retaken; nothing else is lost")."""
     taking = _taking()
     with _store().session() as db:
         _own_take(db, taking, answer_id)
     try:
         result = media_call(_settings(), f"/answers/{answer_id}/stop")
     except MediaUnavailable:
+        _end_take(answer_id)
         return _media_down(taking, answer_id)
-    with _store().transaction() as db:
-        take = db.get(Answer, answer_id)
-        if take is not None:
-            take.ended_at = utcnow()
-        recorded = _has_complete_recording(db, answer_id)
+    recorded = _end_take(answer_id)
     queued = _analyse(answer_id) if recorded else False
     audit.record(_store(), taking.actor, "answer.end", f"answers:{answer_id}", PURPOSE)
     recording_id = result.get("recording_id") if isinstance(result, dict) else None

@@ -298,7 +298,9 @@
     $("iv-self").srcObject = media;
     take = { answerId: r.data.answer_id, pc: null, recorder: null, parts: [], next: 0, started: Date.now() };
     try { take.pc = await startWebRtc(take.answerId, media); } catch (e) { take.pc = null; }
-    if (!take.pc) {
+    if (take.pc) {
+      watchConnection(take);
+    } else {
       $("iv-status").textContent = msg("fallback");
       take.recorder = startRecorder(media);
     }
@@ -306,9 +308,39 @@
     timer(current.question.answer_seconds, msg("answer"), finishAnswer);
   }
 
+  // A wavering connection may recover by itself; a media service that lost the recording
+  // (it crashed) does not. The box says which; on a loss the take ends and the candidate
+  // answers the question again (what was received before the loss is kept on the box).
+  function watchConnection(current) {
+    const check = async () => {
+      if (take !== current || current.finishing) { return; }
+      const r = await call("GET", `${root.dataset.answersUrl}/${current.answerId}/media`);
+      if (take === current && !current.finishing && r.ok && r.data && r.data.recording === false) {
+        lostTake(current);
+      }
+    };
+    current.pc.addEventListener("connectionstatechange", () => {
+      if (["disconnected", "failed"].includes(current.pc.connectionState)) { check(); }
+    });
+    current.watch = setInterval(check, 3000);
+  }
+
+  async function lostTake(current) {
+    current.finishing = true;
+    clearInterval(current.watch);
+    if (countdown) { clearInterval(countdown); countdown = null; }
+    $("iv-finish").hidden = true;
+    try { current.pc.close(); } catch (e) { /* already closed */ }
+    await call("POST", `${root.dataset.answersUrl}/${current.answerId}/stop`); // closes the take
+    take = null;
+    await refresh();
+    $("iv-status").textContent = msg("lost");
+  }
+
   async function finishAnswer() {
     if (!take || take.finishing) { return; }
     take.finishing = true;
+    if (take.watch) { clearInterval(take.watch); }
     if (countdown) { clearInterval(countdown); countdown = null; }
     $("iv-finish").hidden = true;
     $("iv-status").textContent = msg("uploading");

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 MEDIA_TYPE = "application/x-enclave-rtp"
 """`Recording.media_type` of a recording in this format."""
 PLAYABLE_MEDIA_TYPE = "video/x-matroska"
+WEBM_MEDIA_TYPE = "video/webm"
+"""VP8 and Opus only (what Chromium and Firefox send) fit WebM, which a browser's <video>
+plays; H.264 (Safari) needs full Matroska."""
+WEBM_CODECS = frozenset({"VP8", "OPUS"})
 MAGIC = b"ENCRTP01"
 _TRACK = struct.Struct(">cBH")
 _PACKET = struct.Struct(">cBHIBII")
@@ -262,8 +266,9 @@ def to_playable(chunks: Iterable[bytes], complete: bool = True) -> Playable:
     video = next((t for t in tracks if t.kind == "video" and t.packets), None)
     audio = next((t for t in tracks if t.kind == "audio" and t.packets), None)
     assembled = {id(t): assemble(t) for t in (video, audio) if t is not None}
+    webm = all(t.codec in WEBM_CODECS for t in (video, audio) if t is not None)
     buffer = io.BytesIO()
-    with av_open_output(buffer) as output:
+    with av_open_output(buffer, "webm" if webm else "matroska") as output:
         queue: list[tuple[int, int, Frame, Any]] = []
         for order, track in enumerate(t for t in (video, audio) if t is not None):
             frames = assembled[id(track)][0]
@@ -275,17 +280,17 @@ def to_playable(chunks: Iterable[bytes], complete: bool = True) -> Playable:
             _mux(output, stream, frame)
     return Playable(
         data=buffer.getvalue(),
-        media_type=PLAYABLE_MEDIA_TYPE,
+        media_type=WEBM_MEDIA_TYPE if webm else PLAYABLE_MEDIA_TYPE,
         complete=complete and whole,
         video=assembled[id(video)][1] if video is not None else None,
         audio=assembled[id(audio)][1] if audio is not None else None,
     )
 
 
-def av_open_output(buffer: io.BytesIO) -> Any:
+def av_open_output(buffer: io.BytesIO, container: str = "matroska") -> Any:
     import av
 
-    return av.open(buffer, mode="w", format="matroska")
+    return av.open(buffer, mode="w", format=container)
 
 
 def _add_stream(output: Any, track: Track, frames: list[Frame]) -> Any:

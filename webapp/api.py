@@ -44,6 +44,9 @@ from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, object_session
 from werkzeug.exceptions import Forbidden, NotFound
 
+from appliance.blobs import BlobReader
+from appliance.recordings import MEDIA_TYPE as RTP_LOG
+from appliance.recordings import to_playable
 from appliance.records import (
     Answer,
     AnswerAnalysis,
@@ -737,6 +740,8 @@ def media_response(
     if recording is None:
         abort(404)
     reader = the_gate.open_media(actor, recording, mode, purpose)
+    if recording.media_type == RTP_LOG:
+        return _remuxed(recording, reader, mode)
 
     def chunks() -> Iterator[bytes]:
         with reader:
@@ -746,6 +751,20 @@ def media_response(
     response.call_on_close(reader.close)
     if mode == "download":
         extension = recording.media_type.split("/")[-1].split(";")[0] or "bin"
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="recording-{recording.id}.{extension}"'
+        )
+    return response
+
+
+def _remuxed(recording: Recording, reader: BlobReader, mode: str) -> Response:
+    """A WebRTC answer (issue 7) is stored as the received RTP: remuxed in memory (never
+    re-encoded, never on disk) into WebM/Matroska that HR's browser plays."""
+    with reader:
+        playable = to_playable(reader, complete=recording.complete)
+    response = Response(playable.data, mimetype=playable.media_type)
+    if mode == "download":
+        extension = "webm" if playable.media_type == "video/webm" else "mkv"
         response.headers["Content-Disposition"] = (
             f'attachment; filename="recording-{recording.id}.{extension}"'
         )

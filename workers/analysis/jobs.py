@@ -145,6 +145,8 @@ class AnswerPlan:
     session_id: int
     subject_id: str
     blob_id: str | None
+    media_type: str | None
+    """`Recording.media_type`: the media service's RTP log is remuxed before decoding."""
     language: str | None
     prompt: str | None
     question: str
@@ -225,6 +227,7 @@ def plan_answer(db: Session, answer_id: int) -> AnswerPlan:
         session_id=answer.session_id,
         subject_id=answer.subject_id,
         blob_id=recording.blob_id if recording is not None else None,
+        media_type=recording.media_type if recording is not None else None,
         language=answer_language(question, job),
         prompt=vocabulary_prompt(job, spec),
         question=question.text,
@@ -384,8 +387,12 @@ def _step(ctx: JobContext, plan: AnswerPlan, step: str) -> Iterator[None]:
 def read_recording(store: Store, plan: AnswerPlan) -> bytes:
     if plan.blob_id is None:
         raise MissingRecording(f"answer {plan.answer_id} has no complete recording")
+    from appliance.recordings import playable_bytes
+
     with store.blobs.open(plan.blob_id) as reader:
-        return bytes(reader.read())
+        plaintext = bytes(reader.read())
+    # A WebRTC answer is stored as received RTP (issue 7): remuxed in memory, never on disk.
+    return playable_bytes(plan.media_type or "", plaintext)
 
 
 def transcribe(settings: Settings, media: bytes, plan: AnswerPlan) -> Transcript:

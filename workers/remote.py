@@ -8,6 +8,12 @@ request only; the bytes stay in this process's memory (PyAV decodes from memory,
 temp file), and the transcript goes back to the box, which writes it through the
 permission gate. Losing the host loses no personal data at rest.
 
+No egress (issue 9, item 6): the process installs the same guard as the box's processes
+(`appliance.egress`) before it loads anything, allowing loopback, the box's internal API
+host (`--box`) and Redis TLS host (`--redis`), and nothing else; it reads no
+appliance.toml (a worker host has none it may read), so its policy comes from its
+command line alone (`--egress-allow` for further hosts, such as a log collector).
+
 Jobs reach the host through the box's Redis on its TLS port (`appliance.queue.
 redis_tls_config`: client certificate required, and the host's own ACL user), on the
 `analysis-remote` queue: the box enqueues `enqueue_transcription(redis, answer_id)`
@@ -29,6 +35,7 @@ import logging
 import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Sequence
@@ -40,8 +47,9 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from appliance import egress, logs
 from appliance.queue import check_payload
-from appliance.settings import AiSettings
+from appliance.settings import AiSettings, EgressSettings, Settings, WebSettings
 from workers.jobs import DAY, SERIALIZER
 
 log = logging.getLogger("enclave.remote")
@@ -189,6 +197,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis", help="the box's Redis TLS port, HOST:PORT (queue mode)")
     parser.add_argument("--redis-password-file", type=Path)
     parser.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    parser.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a further host, IP or CIDR network this process may connect to",
+    )
     parser.add_argument("answer_ids", type=int, nargs="*", help="transcribe these and stop")
     args = parser.parse_args(argv)
     if bool(args.answer_ids) == bool(args.redis):
@@ -207,9 +222,22 @@ def _context(args: argparse.Namespace) -> ssl.SSLContext:
     return WorkerIdentity(args.cert, args.key, args.ca).tls()
 
 
+def egress_settings(args: argparse.Namespace) -> Settings:
+    """The guard's view of a worker host: the box's internal API and Redis TLS hosts, and
+    `--egress-allow`. No appliance.toml: the unit makes /etc/enclave inaccessible."""
+    hosts = [urllib.parse.urlsplit(args.box).hostname or ""]
+    if args.redis:
+        hosts.append(args.redis.rpartition(":")[0].strip("[]"))
+    allowed = tuple(dict.fromkeys(host for host in [*hosts, *args.egress_allow] if host))
+    return Settings(web=WebSettings(hostnames=()), egress=EgressSettings(allow_hosts=allowed))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    if not logs.configure("remote-worker"):
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     args = _arguments(argv)
+    # Before models load or anything connects: a library that phones home is refused.
+    egress.install(egress_settings(args), "remote-worker")
     client = InternalApiClient(args.box, _context(args))
     ai = AiSettings(models_dir=args.models_dir, device=args.device)
     if args.redis:

@@ -331,7 +331,7 @@ def test_firewall_is_written_into_the_root_and_never_applied_here(box: Box) -> N
         r"chain input \{\s*type filter hook input priority filter; policy drop;", loaded
     )
     assert f"tcp dport {HTTPS_PORT} accept" in loaded
-    assert "udp dport 40000-40999 accept" in loaded
+    assert "udp dport 40000-40199 accept" in loaded  # appliance_media_udp_port_min..max
 
 
 # --- the services, started from their units' command lines -------------------------

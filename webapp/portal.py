@@ -27,6 +27,7 @@ from appliance.records import (
     ResumeParse,
     Role,
     ScoreReport,
+    SessionStatus,
     StageChange,
     User,
 )
@@ -144,8 +145,18 @@ def interview(session_id: int) -> Any:
             can_stream=the_gate.may(actor, "stream", purpose),
             can_export=the_gate.may(actor, "export", purpose),
             can_override=report is not None and may_override(the_gate, actor, purpose),
+            can_kiosk=may_make_kiosk_code(actor, found.session),
             score_range=(SCORE_MIN, SCORE_MAX),
         )
+
+
+def may_make_kiosk_code(actor: Actor, row: InterviewSession) -> bool:
+    """Reception (HR of the session's branch, or HR admin) hands an on-site candidate a
+    kiosk code (issue 7, item 1) while the interview is still to be taken."""
+    return bool(actor.roles & {Role.HR, Role.HR_ADMIN}) and row.status in (
+        SessionStatus.SCHEDULED,
+        SessionStatus.IN_PROGRESS,
+    )
 
 
 @bp.get("/portal/interviews/<int:session_id>/report.pdf")

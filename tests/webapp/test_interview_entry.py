@@ -293,6 +293,10 @@ def test_kiosk_code_is_single_use_and_leaving_cleans_the_browser(
 ) -> None:
     store: Store = interview_app.extensions["enclave.store"]
     invited = invite(store)
+    # Reception finds the button on the interview's page in the portal.
+    portal = login_as_hr.get(f"/portal/interviews/{invited.session_id}", base_url=BASE)
+    assert portal.status_code == 200
+    assert f'action="/interview/sessions/{invited.session_id}/kiosk-code"' in portal.data.decode()
     made = login_as_hr.post(f"/interview/sessions/{invited.session_id}/kiosk-code", base_url=BASE)
     assert made.status_code == 200
     code = made.data.decode().split('class="iv-code" aria-live="polite">')[1].split("<")[0]

@@ -56,7 +56,7 @@ lint: install
 # The Ansible converge (debootstrap + two converges, ~15 min on a fresh machine) runs in
 # `make converge`; it joins `make test` once it fits CI's 30 minutes (issue 9).
 pytest: install-test
-	$(BIN)/pytest -q -m "not converge"
+	$(BIN)/pytest -q -m "not converge" --durations=25
 
 ## converge: the playbook converged twice into a debootstrapped Debian 12 root (issue 9)
 converge: install-test

@@ -77,6 +77,7 @@ from appliance.records import (
     CandidateToken,
     ConsentPurpose,
     InterviewLease,
+    InterviewPlan,
     InterviewQuestion,
     InterviewSession,
     Invitation,
@@ -583,6 +584,12 @@ def _questions(db: Session, plan_id: int) -> list[InterviewQuestion]:
     )
 
 
+def _live_captions(db: Session, plan_id: int) -> bool:
+    """Whether the job shows the candidate live captions of their own answer (issue 5)."""
+    plan = db.get(InterviewPlan, plan_id)
+    return bool(plan is not None and plan.job.live_captions)
+
+
 def _complete_takes(db: Session, session_id: int, question_id: int) -> int:
     """Takes with a complete recording: an interrupted take (media lost) does not count
     against the retakes allowed, so it can be taken again (issue #7, "Must show")."""
@@ -657,6 +664,7 @@ def interview_state(db: Session, taking: Taking) -> dict[str, Any]:
             "answer_seconds": question.answer_seconds,
             "takes_allowed": 1 + question.retakes,
             "takes_used": used,
+            "captions": _live_captions(db, row.plan_id),
         }
         state["take"] = (
             {
@@ -1124,6 +1132,20 @@ def media_state(answer_id: int) -> Any:
         return jsonify({"recording": False, "state": "unavailable"})
     state = live.get("state") if isinstance(live, dict) else None
     return jsonify({"recording": state in ("new", "connecting", "connected"), "state": state})
+
+
+@bp.get("/interview/answers/<int:answer_id>/caption")
+def caption(answer_id: int) -> Any:
+    """The live caption of the candidate's own answer, for their page only (never stored)."""
+    taking = _taking()
+    with _store().session() as db:
+        _own_take(db, taking, answer_id)
+    try:
+        live = media_call(_settings(), f"/answers/{answer_id}/caption", method="GET")
+    except MediaUnavailable:
+        live = {}
+    text = live.get("text") if isinstance(live, dict) else None
+    return jsonify({"text": text if isinstance(text, str) else ""})
 
 
 @bp.post("/interview/answers/<int:answer_id>/stop")

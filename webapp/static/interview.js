@@ -300,6 +300,7 @@
     try { take.pc = await startWebRtc(take.answerId, media); } catch (e) { take.pc = null; }
     if (take.pc) {
       watchConnection(take);
+      if (current.question.captions) { showCaptions(take); }
     } else {
       $("iv-status").textContent = msg("fallback");
       take.recorder = startRecorder(media);
@@ -325,7 +326,24 @@
     current.watch = setInterval(check, 3000);
   }
 
+  // Live captions of the candidate's own answer (jobs that turn them on): shown here only.
+  function showCaptions(current) {
+    $("iv-caption").textContent = "";
+    $("iv-captions").hidden = false;
+    current.captions = setInterval(async () => {
+      if (take !== current || current.finishing) { return; }
+      const r = await call("GET", `${root.dataset.answersUrl}/${current.answerId}/caption`);
+      if (take === current && r.ok && r.data) { $("iv-caption").textContent = r.data.text; }
+    }, 1000);
+  }
+
+  function hideCaptions(current) {
+    if (current.captions) { clearInterval(current.captions); }
+    $("iv-captions").hidden = true;
+  }
+
   async function lostTake(current) {
+    hideCaptions(current);
     current.finishing = true;
     clearInterval(current.watch);
     if (countdown) { clearInterval(countdown); countdown = null; }
@@ -341,6 +359,7 @@
     if (!take || take.finishing) { return; }
     take.finishing = true;
     if (take.watch) { clearInterval(take.watch); }
+    hideCaptions(take);
     if (countdown) { clearInterval(countdown); countdown = null; }
     $("iv-finish").hidden = true;
     $("iv-status").textContent = msg("uploading");

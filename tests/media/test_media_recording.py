@@ -45,6 +45,7 @@ from appliance.records import (
 )
 from appliance.settings import Settings
 from appliance.store import Store
+from webapp.media.capture import TrackCounts
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "video" / "candidate_answer.mp4"
@@ -258,3 +259,18 @@ def test_a_killed_service_leaves_a_playable_partial_recording(
         pictures = len(list(container.decode(video=0)))
     assert pictures >= playable.video.frames - 1 > 0
     assert_nothing_plaintext(settings.data_dir)
+
+
+def test_the_stop_instant_does_not_move_early_when_the_service_lagged_at_the_start() -> None:
+    """A busy event loop (many DTLS handshakes at once) may see an answer's first frame
+    seconds late; the stop instant must still keep every frame captured before it, and
+    refuse what the sender captured after it (bench/media_bench.py found the cut)."""
+    video = TrackCounts(clock_rate=90000)
+    start = 1000.0
+    video.add(0, start + 3.0)  # the first frame, processed 3 s late
+    for frame in range(1, 300):  # then 10 s of 30 fps frames, on time
+        video.add(frame * 3000, start + frame / 30)
+    video.set_cutoff(start + 10.5)  # stop half a second after the last frame was sent
+    assert not video.after_cutoff(299 * 3000)  # the last frame belongs to the answer
+    assert video.after_cutoff(330 * 3000)  # one captured 11 s in does not
+    assert video.frames == 300 and video.dropped_after_stop == 1

@@ -8,13 +8,23 @@ survived SRTP, retransmission (RTX unwrapped, NACKs still sent upstream of it) a
 depayloading is written with its sequence number and timestamps, and nothing is
 ever passed to the decoder, so a session costs a little AES and no codec work.
 
+Per packet the record path is one dict lookup (the payload type's `TrackSink`, set up
+at its first packet), one clock read and one append to the blob writer: at 25
+sessions the service handles about 5,000 packets a second on one event loop
+(bench/media_bench.py), so every Python call per packet counts.
+
 Relies on aiortc 1.16.0 internals (`_RTCRtpReceiver__jitter_buffer`,
-`_RTCRtpReceiver__codecs`, the `_data` a depayloaded packet carries); `ice.check_versions`
-refuses other versions.
+`_RTCRtpReceiver__codecs`, the `_data` a depayloaded packet carries, the ICE
+transport's aioice connection) and aioice 0.13.0's (`Connection._queue`,
+`_protocols`); `ice.check_versions` refuses other versions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import struct
+import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,26 +72,34 @@ class TrackCounts:
     first_timestamp: int | None = None
     last_timestamp: int | None = None
     clock_rate: int = 90000
-    first_arrival: float = 0.0
+    origin: float = 0.0
+    """Monotonic time at which the sender captured `first_timestamp`, as best seen: the
+    earliest `arrival - media time` over the frames. Taking the first packet's arrival
+    instead would put the stop instant early by however far the event loop lagged then
+    (30 DTLS handshakes at once, a loaded machine) and cut the answer's last seconds."""
     cutoff: int | None = None
     """Set on stop: the RTP timestamp of the stop instant; later media is not the answer's."""
+    dropped_after_stop: int = 0
     drained: bool = False
 
-    def add(self, timestamp: int) -> None:
-        if self.first_timestamp is None:
-            self.first_arrival = time.monotonic()
+    def add(self, timestamp: int, now: float) -> None:
         self.packets += 1
-        if timestamp != self.last_timestamp:
-            self.frames += 1
-        if self.first_timestamp is None:
-            self.first_timestamp = timestamp
+        if timestamp == self.last_timestamp:
+            return
+        self.frames += 1
         self.last_timestamp = timestamp
+        if self.first_timestamp is None:
+            self.first_timestamp, self.origin = timestamp, now
+            return
+        ticks = (timestamp - self.first_timestamp) % (1 << 32)
+        if ticks < (1 << 31):  # not a frame from before the first one, reordered
+            self.origin = min(self.origin, now - ticks / self.clock_rate)
 
     def set_cutoff(self, now: float) -> None:
         if self.first_timestamp is None:
             self.drained = True
             return
-        ticks = int((now - self.first_arrival) * self.clock_rate)
+        ticks = int((now - self.origin) * self.clock_rate)
         self.cutoff = (self.first_timestamp + ticks) % (1 << 32)
 
     def after_cutoff(self, timestamp: int) -> bool:
@@ -89,6 +107,7 @@ class TrackCounts:
             return False
         if 0 < (timestamp - self.cutoff) % (1 << 32) < (1 << 31):
             self.drained = True
+            self.dropped_after_stop += 1
             return True
         return False
 
@@ -113,39 +132,25 @@ class Capture:
     counts: dict[str, TrackCounts] = field(default_factory=dict)
     tracks: dict[tuple[str, str], int] = field(default_factory=dict)
     failed: str | None = None
+    closing: bool = False
+    """Set when the answer ends: packets still in flight are not the recording's."""
     key_frame_seen: bool = False
     last_packet: float = 0.0
     last_pli: float = 0.0
 
-    def arrival_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
-
-    def track_for(self, kind: str, codec: Any) -> int:
-        key = (kind, codec.name.upper())
+    def sink_for(self, kind: str, codec: Any) -> TrackSink | None:
+        """The sink of one received codec; None for one that cannot be recorded (RTX, RED).
+        Tracks are declared in the log as their first packet comes."""
+        name = codec.name.upper()
+        if name not in CODECS:
+            return None
+        key = (kind, name)
         if key not in self.tracks:
             self.tracks[key] = self.writer.add_track(
                 kind, codec.name, codec.clockRate, getattr(codec, "channels", None)
             )
             self.counts.setdefault(kind, TrackCounts(clock_rate=codec.clockRate))
-        return self.tracks[key]
-
-    def record(self, kind: str, codec: Any, packet: Any) -> None:
-        if self.writer.blob.closed or codec.name.upper() not in CODECS:
-            return
-        track = self.track_for(kind, codec)
-        if self.counts[kind].after_cutoff(packet.timestamp):
-            return
-        payload = getattr(packet, "_data", b"")
-        self.writer.packet(
-            track,
-            packet.sequence_number,
-            packet.timestamp,
-            bool(packet.marker),
-            self.arrival_ms(),
-            payload,
-        )
-        self.counts[kind].add(packet.timestamp)
-        self.last_packet = time.monotonic()
+        return TrackSink(self, self.tracks[key], self.counts[kind], name, kind == "video")
 
     def wants_key_frame(self, codec_name: str, packet: Any) -> bool:
         """Until a key frame arrives, ask for one (PLI) every PLI_INTERVAL_S: browsers send
@@ -160,6 +165,29 @@ class Capture:
             return False
         self.last_pli = now
         return True
+
+    def backlog(self) -> int:
+        """Datagrams received for this answer but not yet recorded: queued in aioice or
+        still in the kernel's socket buffer. Zero means a quiet track really is quiet,
+        however busy the event loop is (the stop drain relies on it)."""
+        waiting = 0
+        for connection in self._ice_connections():
+            queue = getattr(connection, "_queue", None)
+            waiting += queue.qsize() if queue is not None else 0
+            for protocol in getattr(connection, "_protocols", []):
+                transport = getattr(protocol, "transport", None)
+                sock = transport.get_extra_info("socket") if transport else None
+                waiting += _pending_bytes(sock.fileno()) if sock is not None else 0
+        return waiting
+
+    def _ice_connections(self) -> list[Any]:
+        found: dict[int, Any] = {}
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+            if connection is not None:
+                found[id(connection)] = connection
+        return list(found.values())
 
     def stop_at_now(self) -> None:
         """Keep what was captured before this instant, which may still be in flight."""
@@ -180,8 +208,48 @@ class Capture:
             "video_packets": video.packets,
             "audio_packets": audio.packets,
             "duration_ms": max(video.duration_ms, audio.duration_ms),
+            "dropped_after_stop": video.dropped_after_stop + audio.dropped_after_stop,
             "size_bytes": self.writer.size_bytes,
         }
+
+
+def _pending_bytes(fd: int) -> int:
+    """Size of the next datagram waiting in a UDP socket (0: none)."""
+    with contextlib.suppress(OSError):
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0])
+    return 0
+
+
+@dataclass
+class TrackSink:
+    """Where one payload type's packets go: its track in the log and its counts."""
+
+    capture: Capture
+    track: int
+    counts: TrackCounts
+    codec_name: str
+    video: bool
+
+    def record(self, packet: Any) -> None:
+        capture = self.capture
+        writer = capture.writer
+        if capture.closing or writer.blob.closed:
+            return
+        timestamp = packet.timestamp
+        counts = self.counts
+        if counts.cutoff is not None and counts.after_cutoff(timestamp):
+            return
+        now = time.monotonic()
+        writer.packet(
+            self.track,
+            packet.sequence_number,
+            timestamp,
+            bool(packet.marker),
+            int((now - capture.started) * 1000),
+            getattr(packet, "_data", b""),
+        )
+        counts.add(timestamp, now)
+        capture.last_packet = now
 
 
 class RecordingBuffer:
@@ -191,6 +259,7 @@ class RecordingBuffer:
         self.capture = capture
         self.receiver = receiver
         self.kind = kind
+        self.sinks: dict[int, TrackSink | None] = {}
 
     @property
     def capacity(self) -> int:
@@ -198,16 +267,26 @@ class RecordingBuffer:
 
     def add(self, packet: Any) -> tuple[bool, None]:
         """Record the packet; the flag asks the receiver to send a PLI (key frame request)."""
-        codec = getattr(self.receiver, _CODECS_ATTR).get(packet.payload_type)
-        if codec is None:
-            return False, None
+        sink = self.sinks.get(packet.payload_type)
+        if sink is None:
+            sink = self._sink(packet.payload_type)
+            if sink is None:
+                return False, None
+        capture = self.capture
         try:
-            self.capture.record(self.kind, codec, packet)
+            sink.record(packet)
         except OSError as exc:  # disk full: say so once, stop writing, keep what is there
-            self.capture.failed = f"writing the recording failed: {exc.strerror}"
-        if self.kind != "video":
+            capture.failed = f"writing the recording failed: {exc.strerror}"
+        if not sink.video or capture.key_frame_seen:
             return False, None
-        return self.capture.wants_key_frame(codec.name.upper(), packet), None
+        return capture.wants_key_frame(sink.codec_name, packet), None
+
+    def _sink(self, payload_type: int) -> TrackSink | None:
+        codec = getattr(self.receiver, _CODECS_ATTR).get(payload_type)
+        if codec is None:
+            return None  # not negotiated (yet): look again at the next packet
+        sink = self.sinks[payload_type] = self.capture.sink_for(self.kind, codec)
+        return sink
 
 
 def hook_receiver(capture: Capture, receiver: RTCRtpReceiver, kind: str) -> None:

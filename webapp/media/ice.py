@@ -18,6 +18,7 @@ import asyncio
 import errno
 import ipaddress
 import itertools
+import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,13 @@ from typing import Any
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
+log = logging.getLogger("enclave.media")
+
 RECEIVE_BUFFER_BYTES = 4 << 20
+"""SO_RCVBUF asked for each media socket: about 1,800 loopback-sized 720p packets, i.e.
+seconds of one session's video while the event loop is busy elsewhere. The kernel
+caps it at net.core.rmem_max (the Ansible media role sets 4 MiB); `receive_buffer_bytes`
+says what a socket really gets, and `pin_ice` logs it."""
 TESTED_VERSIONS = {"aioice": "0.13.0", "aiortc": "1.16.0"}
 
 
@@ -84,8 +91,24 @@ class PortAllocator:
         )
 
 
+def receive_buffer_bytes() -> int:
+    """The receive buffer a media socket gets (Linux reports twice the usable size, its
+    bookkeeping included; below 2 * RECEIVE_BUFFER_BYTES, rmem_max capped it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
 def pin_ice(policy: IcePolicy) -> PortAllocator:
     """Patch aioice in this process to gather host candidates inside `policy.ports`."""
+    effective = receive_buffer_bytes()
+    level = logging.INFO if effective >= 2 * RECEIVE_BUFFER_BYTES else logging.WARNING
+    log.log(
+        level,
+        "UDP receive buffer per media socket: %d bytes (asked %d; net.core.rmem_max caps it)",
+        effective,
+        RECEIVE_BUFFER_BYTES,
+    )
     allocator = PortAllocator(policy.ports)
     addresses = list(policy.host_addresses)
     original = aioice.ice.get_host_addresses

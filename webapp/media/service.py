@@ -38,10 +38,12 @@ RECORDING_CHUNK_SIZE = 32 << 10
 service loses at most this much (about 0.3 s of 720p video)."""
 MAX_SDP_BYTES = 64 << 10
 DRAIN_QUIET_S = 0.3
-DRAIN_MAX_S = 5.0
+DRAIN_MAX_S = 10.0
 """On stop, media captured before the stop instant may still sit in the socket buffer
-while the service is busy: it belongs to the answer. Keep receiving until every track
-has passed the stop instant, or none came for DRAIN_QUIET_S, at most DRAIN_MAX_S."""
+or aioice's queue while the service is busy: it belongs to the answer. Keep receiving
+until every track has passed the stop instant, or none came for DRAIN_QUIET_S and none
+is waiting (`Capture.backlog`: a busy event loop makes a track look quiet while its
+packets queue), at most DRAIN_MAX_S (the web app waits 15 s for the stop answer)."""
 
 
 @dataclass
@@ -112,6 +114,14 @@ def _start_recording(state: MediaState, answer_id: int) -> tuple[str, int, Recor
         return subject_id, recording.id, writer
 
 
+def _finish_recording(state: MediaState, capture: Capture) -> None:
+    try:
+        capture.writer.close()
+    except OSError as exc:
+        capture.failed = f"finishing the recording failed: {exc.strerror}"
+    _save_recording(state, capture)
+
+
 def _save_recording(state: MediaState, capture: Capture) -> None:
     summary = capture.summary()
     with state.store.write_transaction() as db:
@@ -174,15 +184,14 @@ async def _end(state: MediaState, capture: Capture) -> dict[str, Any]:
     """Close the connection and finish the recording, once (stop, failure or shutdown)."""
     if state.live.get(capture.answer_id) is capture:
         del state.live[capture.answer_id]
+        capture.closing = True  # set on the loop thread: no packet is written after this
         try:
             await capture.pc.close()
         except Exception:
             log.exception("answer %d: closing the connection failed", capture.answer_id)
-        try:
-            capture.writer.close()  # on the loop thread: no packet can come in between
-        except OSError as exc:
-            capture.failed = f"finishing the recording failed: {exc.strerror}"
-        await asyncio.to_thread(_save_recording, state, capture)
+        # The final chunk and its fsyncs (~10 ms) in a thread: when many answers end
+        # together, the others' packets keep flowing meanwhile.
+        await asyncio.to_thread(_finish_recording, state, capture)
         state.ended[capture.answer_id] = capture.summary()
         log.info("answer %d: recording %d ended", capture.answer_id, capture.recording_id)
     return state.ended.get(capture.answer_id, capture.summary())
@@ -203,11 +212,9 @@ async def stop(request: web.Request) -> web.Response:
 async def _drain(capture: Capture) -> None:
     capture.stop_at_now()
     deadline = time.monotonic() + DRAIN_MAX_S
-    while (
-        not capture.drained
-        and time.monotonic() < deadline
-        and time.monotonic() - capture.last_packet < DRAIN_QUIET_S
-    ):
+    while not capture.drained and time.monotonic() < deadline:
+        if time.monotonic() - capture.last_packet >= DRAIN_QUIET_S and not capture.backlog():
+            return
         await asyncio.sleep(0.02)
 
 

@@ -354,7 +354,7 @@ def check_recordings(store: Any, results: list[dict[str, Any]]) -> None:
 def run(n: int, options: Options) -> dict[str, Any]:
     from appliance.datadir import init_data_dir
     from appliance.settings import load_settings
-    from tests.media.test_media_recording import make_answer
+    from tests.media.media_client import make_answer
 
     root = Path(tempfile.mkdtemp(prefix="encb"))
     settings = load_settings(

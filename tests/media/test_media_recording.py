@@ -9,170 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-import aioice.ice
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 from sqlalchemy import select
 
-from appliance.blobs import MAGIC as BLOB_MAGIC
 from appliance.recordings import MEDIA_TYPE, open_playable
-from appliance.records import (
-    Answer,
-    Application,
-    Candidate,
-    InterviewPlan,
-    InterviewQuestion,
-    InterviewSession,
-    Job,
-    JobStatus,
-    OrgKind,
-    OrgUnit,
-    Recording,
-    SessionStatus,
-    SubjectKind,
-)
+from appliance.records import Recording
 from appliance.settings import Settings
 from appliance.store import Store
+from tests.media.media_client import Service, make_answer, post, stream_answer
+from tests.media_evidence import assert_nothing_plaintext
 from webapp.media.capture import TrackCounts
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "video" / "candidate_answer.mp4"
-UDP_PORTS = (41500, 41519)
 STREAM_SECONDS = 5.0
-
-
-def make_answer(store: Store, code: str = "MEDIA-T") -> tuple[int, str]:
-    """A candidate's application, interview session and one answer to record."""
-    with store.transaction() as db:
-        unit = OrgUnit(code=code, kind=OrgKind.HQ)
-        unit.name = "测试医院"
-        db.add(unit)
-        db.flush()
-        unit.place_under(None)
-        job = Job(org_unit_id=unit.id, title="护士", status=JobStatus.OPEN)
-        plan = InterviewPlan(name="视频面试", mode="async")
-        plan.questions = [InterviewQuestion(position=0, text="请介绍一下你自己")]
-        job.plans.append(plan)
-        db.add(job)
-        subject = store.new_subject(db, SubjectKind.CANDIDATE)
-        candidate = Candidate(subject_id=subject.id, org_unit_id=unit.id, source="test")
-        db.add(candidate)
-        db.flush()
-        application = Application(candidate_id=candidate.id, job_id=job.id)
-        db.add(application)
-        db.flush()
-        session = InterviewSession(
-            application_id=application.id, plan_id=plan.id, status=SessionStatus.IN_PROGRESS
-        )
-        db.add(session)
-        db.flush()
-        answer = Answer(
-            session_id=session.id, question_id=plan.questions[0].id, subject_id=subject.id
-        )
-        db.add(answer)
-        db.flush()
-        return answer.id, subject.id
-
-
-@dataclass
-class Service:
-    socket: Path
-    proc: subprocess.Popen[bytes]
-
-
-@pytest.fixture
-def service(store: Store, settings: Settings, short_tmp: Path) -> Iterator[Service]:
-    socket_path = short_tmp / "media.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
-    env.update(
-        ENCLAVE_CONFIG="",
-        ENCLAVE_SECRETS="/nonexistent/secrets.toml",
-        ENCLAVE_DATA_DIR=str(settings.data_dir),
-        PYTHONPATH=str(REPO),
-    )
-    ports = f"{UDP_PORTS[0]}-{UDP_PORTS[1]}"
-    cmd = [sys.executable, "-m", "webapp.media", "--socket", str(socket_path)]
-    proc = subprocess.Popen(
-        [*cmd, "--udp-ports", ports, "--host-address", "127.0.0.1"], cwd=REPO, env=env
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not socket_path.exists():
-            assert proc.poll() is None, "the media service exited at start"
-            assert time.monotonic() < deadline, "the media service did not open its socket"
-            time.sleep(0.1)
-        yield Service(socket_path, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-
-
-@pytest.fixture
-def media_service(service: Service) -> Path:
-    return service.socket
-
-
-@pytest.fixture(autouse=True)
-def loopback_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client offers 127.0.0.1 only: the test never touches another interface."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda **_kw: ["127.0.0.1"])
-
-
-async def post(socket_path: Path, path: str, body: object | None = None) -> tuple[int, dict]:
-    connector = aiohttp.UnixConnector(path=str(socket_path))
-    async with aiohttp.ClientSession(connector=connector) as http:
-        async with http.post(f"http://media{path}", json=body) as response:
-            return response.status, await response.json()
-
-
-async def stream_answer(
-    socket_path: Path, answer_id: int, seconds: float, kill: Service | None = None
-) -> dict:
-    """Offer, stream `seconds` of the fixture, stop (or kill the service); the stop answer."""
-    player = MediaPlayer(str(FIXTURE))
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    assert player.video is not None and player.audio is not None
-    pc.addTrack(player.video)
-    pc.addTrack(player.audio)
-    connected = asyncio.Event()
-
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        if pc.connectionState == "connected":
-            connected.set()
-
-    await pc.setLocalDescription(await pc.createOffer())
-    status, answer = await post(
-        socket_path,
-        f"/answers/{answer_id}/offer",
-        {"sdp": pc.localDescription.sdp, "type": "offer"},
-    )
-    assert status == 200, answer
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
-    await asyncio.wait_for(connected.wait(), 20)
-    await asyncio.sleep(seconds)
-    if kill is not None:
-        kill.proc.kill()
-        kill.proc.wait()
-        await pc.close()
-        return {}
-    status, stopped = await post(socket_path, f"/answers/{answer_id}/stop")
-    await pc.close()
-    assert status == 200, stopped
-    return stopped
 
 
 def test_an_answer_is_recorded_whole_and_encrypted(
@@ -207,21 +58,6 @@ def test_an_answer_is_recorded_whole_and_encrypted(
     assert abs(samples / 48000 - STREAM_SECONDS) <= 0.1 * STREAM_SECONDS
 
     assert_nothing_plaintext(settings.data_dir)
-
-
-def assert_nothing_plaintext(data_dir: Path) -> None:
-    """Every blob file is the encrypted format; no file anywhere holds media magic."""
-    blob_files = [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
-    assert blob_files
-    for path in blob_files:
-        assert path.read_bytes()[: len(BLOB_MAGIC)] == BLOB_MAGIC, path
-    for path in data_dir.rglob("*"):
-        if path.is_file() and path.suffix != ".sock":
-            content = path.read_bytes()
-            for magic in (b"ENCRTP01", b"OpusHead", b"OpusTags", b"webm", b"matroska"):
-                assert magic not in content, (path, magic)  # 8 bytes: never by chance
-            for magic in (b"\x1a\x45\xdf\xa3", b"DKIF", b"OggS", b"RIFF"):
-                assert not content.startswith(magic), (path, magic)
 
 
 def test_a_malformed_sdp_offer_is_refused_clearly(store: Store, media_service: Path) -> None:

@@ -64,7 +64,8 @@ def main() -> None:
         policy.ports.stop - 1,
     )
     try:
-        web.run_app(make_app(store), path=str(args.socket), print=None, handle_signals=True)
+        app = make_app(store, settings)  # settings: live captions' Whisper
+        web.run_app(app, path=str(args.socket), print=None, handle_signals=True)
     finally:
         store.close()
 

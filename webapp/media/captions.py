@@ -45,12 +45,20 @@ class CaptionTap:
         self._resampler: Any = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
-        self._busy: Future[None] | None = None
         self._closed = False
         self.text = ""
         self.committed = ""
         self.tentative = ""
         self.failed: str | None = None
+        # Whisper loads (once per process) while ICE and DTLS connect, not on the first words.
+        self._busy: Future[None] | None = CAPTION_THREAD.submit(self._load)
+
+    def _load(self) -> None:
+        try:
+            self._captioner = self._make_captioner()
+        except Exception as exc:  # noqa: BLE001 (captions are a help: the answer goes on)
+            self.failed = type(exc).__name__
+            log.warning("live captions unavailable: %s", self.failed)
 
     def feed(self, payload: bytes) -> None:
         """One Opus packet as received (on the event loop)."""
@@ -77,9 +85,9 @@ class CaptionTap:
 
     def _decode(self, chunk: np.ndarray) -> None:
         """In the caption thread: one `LiveCaptioner.feed`."""
+        if self._captioner is None:
+            return
         try:
-            if self._captioner is None:
-                self._captioner = self._make_captioner()
             caption = self._captioner.feed(chunk)
         except Exception as exc:  # noqa: BLE001 (captions are a help: the answer goes on)
             self.failed = type(exc).__name__

@@ -33,6 +33,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from appliance.recordings import CODECS, RecordingWriter
+from webapp.media.captions import CaptionTap
 
 _BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _CODECS_ATTR = "_RTCRtpReceiver__codecs"
@@ -135,6 +136,8 @@ class Capture:
     closing: bool = False
     """Set when the answer ends: packets still in flight are not the recording's."""
     key_frame_seen: bool = False
+    caption: CaptionTap | None = None
+    """Live captions of this answer's audio, when its job shows them (issue 5)."""
     last_packet: float = 0.0
     last_pli: float = 0.0
 
@@ -150,7 +153,8 @@ class Capture:
                 kind, codec.name, codec.clockRate, getattr(codec, "channels", None)
             )
             self.counts.setdefault(kind, TrackCounts(clock_rate=codec.clockRate))
-        return TrackSink(self, self.tracks[key], self.counts[kind], name, kind == "video")
+        tap = self.caption if name == "OPUS" else None
+        return TrackSink(self, self.tracks[key], self.counts[kind], name, kind == "video", tap)
 
     def wants_key_frame(self, codec_name: str, packet: Any) -> bool:
         """Until a key frame arrives, ask for one (PLI) every PLI_INTERVAL_S: browsers send
@@ -229,6 +233,7 @@ class TrackSink:
     counts: TrackCounts
     codec_name: str
     video: bool
+    tap: CaptionTap | None = None
 
     def record(self, packet: Any) -> None:
         capture = self.capture
@@ -240,16 +245,19 @@ class TrackSink:
         if counts.cutoff is not None and counts.after_cutoff(timestamp):
             return
         now = time.monotonic()
+        data = getattr(packet, "_data", b"")
         writer.packet(
             self.track,
             packet.sequence_number,
             timestamp,
             bool(packet.marker),
             int((now - capture.started) * 1000),
-            getattr(packet, "_data", b""),
+            data,
         )
         counts.add(timestamp, now)
         capture.last_packet = now
+        if self.tap is not None:
+            self.tap.feed(data)
 
 
 class RecordingBuffer:

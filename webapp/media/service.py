@@ -24,11 +24,14 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
+from sqlalchemy.orm import Session
 
 from appliance.blobs import BlobStore
 from appliance.recordings import MEDIA_TYPE, RecordingWriter
-from appliance.records import Answer, Recording
+from appliance.records import Answer, InterviewQuestion, Recording
+from appliance.settings import Settings
 from appliance.store import Store
+from webapp.media.captions import CaptionTap, captioner_factory
 from webapp.media.capture import Capture, hook_receiver
 
 log = logging.getLogger("enclave.media")
@@ -50,6 +53,8 @@ packets queue), at most DRAIN_MAX_S (the web app waits 15 s for the stop answer)
 class MediaState:
     store: Store
     blobs: BlobStore
+    settings: Settings | None = None
+    """For live captions (the Whisper model's settings); None: no captions."""
     live: dict[int, Capture] = field(default_factory=dict)
     ended: dict[int, dict[str, Any]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -93,12 +98,35 @@ async def _read_offer(request: web.Request) -> RTCSessionDescription | web.Respo
     return RTCSessionDescription(sdp=sdp, type="offer")
 
 
-def _start_recording(state: MediaState, answer_id: int) -> tuple[str, int, RecordingWriter] | None:
+@dataclass(frozen=True)
+class Started:
+    subject_id: str
+    recording_id: int
+    writer: RecordingWriter
+    captions: tuple[str | None, str | None] | None
+    """(language, vocabulary prompt) when the job shows live captions, else None."""
+
+
+def _captions_of(db: Session, answer: Answer) -> tuple[str | None, str | None] | None:
+    """The job's live captions setting, with the language and vocabulary the offline
+    transcription uses (issue 5)."""
+    job = answer.session.application.job
+    if not job.live_captions:
+        return None
+    from workers.analysis.jobs import answer_language, job_spec, vocabulary_prompt
+
+    question = db.get(InterviewQuestion, answer.question_id)
+    language = answer_language(question, job) if question is not None else None
+    return language, vocabulary_prompt(job, job_spec(job))
+
+
+def _start_recording(state: MediaState, answer_id: int) -> Started | None:
     """Create the blob and its `Recording` row (complete=False until the answer stops)."""
     with state.store.write_transaction() as db:
         answer = db.get(Answer, answer_id)
         if answer is None:
             return None
+        captions = _captions_of(db, answer) if state.settings is not None else None
         subject_id = answer.subject_id
         blob = state.blobs.create(subject_id)
         writer = RecordingWriter(blob)
@@ -111,7 +139,7 @@ def _start_recording(state: MediaState, answer_id: int) -> tuple[str, int, Recor
         )
         db.add(recording)
         db.flush()
-        return subject_id, recording.id, writer
+        return Started(subject_id, recording.id, writer, captions)
 
 
 def _finish_recording(state: MediaState, capture: Capture) -> None:
@@ -144,9 +172,10 @@ async def offer(request: web.Request) -> web.Response:
         started = await asyncio.to_thread(_start_recording, state, answer_id)
         if started is None:
             return error(404, "no_answer", f"there is no answer {answer_id}")
-        subject_id, recording_id, writer = started
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        capture = Capture(answer_id, subject_id, recording_id, pc, writer)
+        capture = Capture(answer_id, started.subject_id, started.recording_id, pc, started.writer)
+        if started.captions is not None and state.settings is not None:
+            capture.caption = CaptionTap(captioner_factory(state.settings, *started.captions))
         state.live[answer_id] = capture
     try:
         local = await _negotiate(state, capture, description)
@@ -154,7 +183,7 @@ async def offer(request: web.Request) -> web.Response:
         log.warning("answer %d: negotiation failed: %s", answer_id, type(exc).__name__)
         await _end(state, capture)
         return error(400, "bad_sdp", f"the SDP offer cannot be answered: {exc}")
-    log.info("answer %d: recording %d started", answer_id, recording_id)
+    log.info("answer %d: recording %d started", answer_id, started.recording_id)
     return web.json_response({"sdp": local.sdp, "type": local.type})
 
 
@@ -189,6 +218,8 @@ async def _end(state: MediaState, capture: Capture) -> dict[str, Any]:
             await capture.pc.close()
         except Exception:
             log.exception("answer %d: closing the connection failed", capture.answer_id)
+        if capture.caption is not None:
+            await capture.caption.close()
         # The final chunk and its fsyncs (~10 ms) in a thread: when many answers end
         # together, the others' packets keep flowing meanwhile.
         await asyncio.to_thread(_finish_recording, state, capture)
@@ -248,14 +279,25 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error(500, "internal", "the media service failed; see its log")
 
 
-def make_app(store: Store) -> web.Application:
+async def caption(request: web.Request) -> web.Response:
+    """The live caption of an answer (for the candidate's own page only; never stored)."""
+    state = request.app[STATE]
+    capture = state.live.get(_answer_id(request))
+    if capture is None or capture.caption is None:
+        return error(404, "no_caption", "this answer has no live caption")
+    return web.json_response(capture.caption.as_dict())
+
+
+def make_app(store: Store, settings: Settings | None = None) -> web.Application:
+    """`settings` turns live captions on for the jobs that ask for them."""
     app = web.Application(client_max_size=MAX_SDP_BYTES * 2, middlewares=[json_errors])
     blobs = BlobStore(store.blobs.root, store.keyring, chunk_size=RECORDING_CHUNK_SIZE)
-    app[STATE] = MediaState(store=store, blobs=blobs)
+    app[STATE] = MediaState(store=store, blobs=blobs, settings=settings)
     app.router.add_get("/health", health)
     app.router.add_post("/answers/{answer_id}/offer", offer)
     app.router.add_post("/answers/{answer_id}/stop", stop)
     app.router.add_get("/answers/{answer_id}", status)
+    app.router.add_get("/answers/{answer_id}/caption", caption)
     app.on_shutdown.append(_shutdown)
     return app
 

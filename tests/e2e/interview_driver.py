@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,6 +159,7 @@ class Invited:
     session_id: int
     subject_id: str
     questions: tuple[str, ...]
+    live_captions: bool
 
 
 QUESTIONS = (
@@ -167,14 +169,18 @@ QUESTIONS = (
 )
 
 
-def invite_to_interview(store: Store, answer_seconds: int, questions: int = 3) -> Invited:
+def invite_to_interview(
+    store: Store, answer_seconds: int, questions: int = 3, live_captions: bool = False
+) -> Invited:
     """A plan of short questions for the demo's first application and an invitation to it,
-    as HR's invitation batch writes them (webapp/invitations.py)."""
+    as HR's invitation batch writes them (webapp/invitations.py); `live_captions` turns
+    the job's captions on."""
     now = utcnow()
     texts = QUESTIONS[:questions]
     with store.transaction() as db:
         application = db.scalars(select(Application).order_by(Application.id)).first()
         assert application is not None
+        application.job.live_captions = live_captions
         plan = InterviewPlan(job_id=application.job_id, name="视频面试（测试）", mode="async")
         plan.questions = [
             InterviewQuestion(
@@ -215,7 +221,8 @@ def invite_to_interview(store: Store, answer_seconds: int, questions: int = 3) -
         )
         assert subject_id is not None
         session_id = row.id
-    return Invited(tokens.token_of(store, token_row), session_id, subject_id, texts)
+    token = tokens.token_of(store, token_row)
+    return Invited(token, session_id, subject_id, texts, live_captions)
 
 
 def approve_face_analysis(store: Store) -> None:
@@ -281,6 +288,13 @@ class CandidateAtBrowser:
         page.locator("#iv-start-now").click()
         expect(page.locator("#iv-finish")).to_be_visible(timeout=30_000)
 
+    def caption_shown(self, within_s: float) -> str:
+        """The live caption box, and the first words the candidate sees in it."""
+        expect(self.page.locator("#iv-captions")).to_be_visible()
+        caption = self.page.locator("#iv-caption")
+        expect(caption).to_have_text(re.compile(r"[\u4e00-\u9fff]"), timeout=within_s * 1000)
+        return str(caption.text_content())
+
     def wait_answer_saved(self, answer_seconds: int) -> None:
         """The countdown ends the answer by itself; the page then offers the next step."""
         expect(self.page.locator("#iv-next")).to_be_visible(timeout=(answer_seconds + 40) * 1000)
@@ -288,14 +302,25 @@ class CandidateAtBrowser:
     def next_question(self) -> None:
         self.page.locator("#iv-next").click()
 
-    def answer_all(self, invited: Invited, answer_seconds: int) -> None:
+    def answer_all(self, invited: Invited, answer_seconds: int) -> list[str]:
+        """Every question in turn; the live captions seen (jobs that show them)."""
+        captions = []
         for position, text in enumerate(invited.questions):
             expect(self.page.locator("#iv-text")).to_have_text(text)
             expect(self.page.locator("#iv-pos")).to_have_text(str(position + 1))
             self.start_answer()
+            if invited.live_captions and position == 0:
+                # The media service loads Whisper at the first captioned answer (~3 s
+                # here): its first words may come after a short answer has ended.
+                expect(self.page.locator("#iv-captions")).to_be_visible()
+            elif invited.live_captions:
+                captions.append(self.caption_shown(within_s=answer_seconds - 0.5))
+            else:
+                expect(self.page.locator("#iv-captions")).to_be_hidden()
             self.wait_answer_saved(answer_seconds)
             self.next_question()
         expect(self.page.locator("#iv-done")).to_be_visible(timeout=20_000)
+        return captions
 
 
 _PLAY = """v => new Promise((ok, bad) => {

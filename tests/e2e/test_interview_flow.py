@@ -9,7 +9,8 @@ over real HTTP, and a real media service process (aiortc) on the box's media soc
    (within 10 %), and no plaintext media ever shows up under the data dir (watched
    every 250 ms throughout, analysis included);
 2. the same with face analysis declined: the answers are analysed (transcripts), and no
-   face or expression data exists;
+   face or expression data exists; this job shows live captions, and the candidate sees
+   their words while answering (from the second answer: the first loads Whisper);
 3. the media service killed in the middle of an answer: what it received is kept and
    decodes, the page says so and offers the question again, the retake (over the HTTPS
    upload while the service is still down) is saved, the earlier answer is untouched.
@@ -115,11 +116,12 @@ def assert_lasts_answer_time(store: Store, recording: Recording, seconds: float)
 
 
 def take_interview(
-    browser: Browser, box: DemoBox, problems: BrowserProblems, face: bool
-) -> tuple[Invited, list[str]]:
-    """A whole interview; returns the invitation and what the plaintext watch found."""
+    browser: Browser, box: DemoBox, problems: BrowserProblems, face: bool, captions: bool = False
+) -> tuple[Invited, list[str], list[str]]:
+    """A whole interview; returns the invitation, what the plaintext watch found and the
+    live captions the candidate saw."""
     approve_face_analysis(store_of(box))  # so only the candidate's choice decides
-    invited = invite_to_interview(store_of(box), ANSWER_SECONDS)
+    invited = invite_to_interview(store_of(box), ANSWER_SECONDS, live_captions=captions)
     with PlaintextWatch(box.settings.data_dir) as watch:
         candidate = CandidateAtBrowser.open(browser, box, problems)
         candidate.enter(invited)
@@ -127,7 +129,7 @@ def take_interview(
         for check in ("browser", "camera", "microphone", "speaker"):
             assert "iv-ok" in marks[check], (check, marks)
         candidate.consent(face=face)
-        candidate.answer_all(invited, ANSWER_SECONDS)
+        seen = candidate.answer_all(invited, ANSWER_SECONDS)
         analysis.configure(box.settings)
         try:
             analysis.analyse_session_here(store_of(box), invited.session_id)
@@ -135,7 +137,7 @@ def take_interview(
             analysis.configure(None)
         candidate.page.context.close()
     assert watch.looks > 10
-    return invited, watch.found
+    return invited, watch.found, seen
 
 
 def assert_three_recorded_answers(store: Store, invited: Invited) -> list[int]:
@@ -173,7 +175,7 @@ def count(store: Store, model: type, answer_ids: list[int]) -> int:
 def test_three_answers_over_webrtc_are_stored_encrypted_and_whole(
     camera_browser: Browser, box: DemoBox, media: MediaService, problems: BrowserProblems
 ) -> None:
-    invited, plaintext = take_interview(camera_browser, box, problems, face=True)
+    invited, plaintext, _ = take_interview(camera_browser, box, problems, face=True)
     store = store_of(box)
     assert plaintext == []
     assert_nothing_plaintext(box.settings.data_dir)
@@ -200,9 +202,12 @@ def test_three_answers_over_webrtc_are_stored_encrypted_and_whole(
 def test_declined_face_analysis_interviews_on_audio_and_content_alone(
     camera_browser: Browser, box: DemoBox, media: MediaService, problems: BrowserProblems
 ) -> None:
-    invited, plaintext = take_interview(camera_browser, box, problems, face=False)
+    invited, plaintext, captions = take_interview(
+        camera_browser, box, problems, face=False, captions=True
+    )
     store = store_of(box)
     assert plaintext == []
+    assert len(captions) == 2  # live captions: the candidate saw their words (answers 2, 3)
     answer_ids = assert_three_recorded_answers(store, invited)
     assert analysed(store, answer_ids) == dict.fromkeys(answer_ids, AnalysisStatus.DONE)
     assert count(store, FaceSignals, answer_ids) == 0

@@ -52,6 +52,11 @@ class WorkerSettings(_Frozen):
     queues: tuple[str, ...] = QUEUES
     max_jobs: int = Field(500, ge=1)
     """A worker restarts after this many jobs to bound the memory models leak."""
+    transcription: Literal["box", "remote"] = "box"
+    """Where answers are transcribed (issue 9, item 3): `box`, in the box's own `analysis`
+    worker; `remote`, by the scale-out worker hosts (`workers.remote`, queue
+    `analysis-remote`, through the internal API), after which the box derives the signals,
+    face and score from their transcript (`workers.analysis.jobs.enqueue_answer`)."""
 
     @field_validator("queues")
     @classmethod

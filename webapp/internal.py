@@ -19,13 +19,19 @@ Endpoints (answer ids only in URLs, never personal data):
 
     GET  /internal/v1/answers/<id>/task        {"answer_id", "language", "prompt"}
     GET  /internal/v1/answers/<id>/recording   the recording's bytes (octet-stream)
-    POST /internal/v1/answers/<id>/transcript  {"transcript": Transcript.stored()}
+    POST /internal/v1/answers/<id>/transcript  {"transcript": Transcript.stored(), "job_id"?}
+    POST /internal/v1/answers/<id>/failure     {"error": REASON, "job_id"?}
+
+With `[workers] transcription = "remote"` the box queues an answer's transcription for the
+worker hosts (`workers.analysis.jobs.enqueue_answer`); the transcript's arrival here
+queues the rest of the analysis on the box, and a failure report marks the answer failed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,8 @@ bp = Blueprint("internal", __name__, url_prefix="/internal/v1")
 log = logging.getLogger("enclave.internal")
 
 PURPOSE = "processing"
+JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+"""An rq job id: the box's `JobRun.rq_job_id` (32 hex) or one rq made (a uuid)."""
 WORKER_ACTOR_PREFIX = "worker:"
 
 
@@ -104,21 +112,63 @@ def answer_recording(answer_id: int) -> Response:
 
 @bp.post("/answers/<int:answer_id>/transcript")
 def answer_transcript(answer_id: int) -> Response:
+    """Store the worker's transcript; where the answer waited for it (`[workers]
+    transcription = "remote"`), queue the rest of its analysis on the box, which uses this
+    transcript instead of transcribing again (`workers.analysis.jobs.enqueue_answer`)."""
+    from workers.analysis.jobs import analyse_answer, remote_transcript_stored
     from workers.analysis.transcript import Transcript
 
     _plan(answer_id)  # consent may have been withdrawn while the worker transcribed
     body: Any = request.get_json(silent=True)
     try:
-        stored = Transcript.from_stored(body["transcript"]).stored()
+        transcript = Transcript.from_stored(body["transcript"])
     except (TypeError, KeyError, ValueError):
         abort(400, "the body must be {'transcript': Transcript.stored()}")
+    job_id = _job_id(body)
     store = appliance_store.store
     with store.session() as db:
         answer = db.get(Answer, answer_id)
-        text = json.dumps(stored, ensure_ascii=False)
+        text = json.dumps(transcript.stored(), ensure_ascii=False)
         Gate(store).update_many(_actor(), [(answer, {"transcript": text})], PURPOSE)
+    waiting = remote_transcript_stored(store, answer_id, g.worker, transcript.model, job_id)
     log.info("answer %d transcript from worker %s", answer_id, g.worker)
-    return jsonify(answer_id=answer_id, stored=True)
+    if waiting:
+        try:
+            analyse_answer.enqueue(store, appliance_store.redis, answer_id)
+        except Exception as exc:  # noqa: BLE001 (said to the worker, whose job then fails)
+            abort(503, f"answer {answer_id}: transcript stored, analysis not queued ({exc})")
+    return jsonify(answer_id=answer_id, stored=True, analysis=waiting)
+
+
+@bp.post("/answers/<int:answer_id>/failure")
+def answer_failure(answer_id: int) -> Response:
+    """The worker host gave up on the answer: its analysis says failed at step asr, with
+    the worker's reason (exception type and decoder message, ids only; never content)."""
+    from workers.analysis.jobs import plan_answer, remote_transcription_failed
+
+    body: Any = request.get_json(silent=True)
+    reason = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        abort(400, "the body must be {'error': REASON, 'job_id': RQ_JOB_ID}")
+    store = appliance_store.store
+    with store.session() as db:
+        try:
+            plan_answer(db, answer_id)
+        except LookupError:
+            abort(404, f"answer {answer_id} does not exist")
+    remote_transcription_failed(store, answer_id, g.worker, reason, _job_id(body))
+    log.warning("answer %d: transcription failed on worker %s", answer_id, g.worker)
+    return jsonify(answer_id=answer_id, failed=True)
+
+
+def _job_id(body: Any) -> str | None:
+    """The rq job id the worker ran (the box's `JobRun`, if it made one), if it sent one."""
+    value = body.get("job_id") if isinstance(body, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
+        abort(400, "job_id must be the rq job's id (letters, digits, - and _)")
+    return value
 
 
 def mtls_context(certs_dir: Path) -> ssl.SSLContext:

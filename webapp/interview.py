@@ -964,10 +964,11 @@ def next_question() -> Any:
 def _analyse(answer_id: int) -> bool:
     """Enqueue the answer's analysis, ids only (item 7); False if the queue refused it
     (its `JobRun` then says failed; an operator re-runs the session's analysis)."""
-    from workers.analysis.jobs import analyse_answer
+    from workers.analysis.jobs import enqueue_answer
 
     try:
-        analyse_answer.enqueue(_store(), appliance_store.redis, answer_id)
+        # Routed by `[workers] transcription` (box or the scale-out worker hosts, issue 9).
+        enqueue_answer(_store(), appliance_store.redis, answer_id, current_app.config["SETTINGS"])
     except Exception:  # noqa: BLE001 (redis down: the take itself is safe; said in the answer)
         current_app.logger.warning("analysis of answer %s could not be queued", answer_id)
         return False

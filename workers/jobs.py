@@ -299,6 +299,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("workers.privacy.apply_retention", every_s=24 * 3600),
     PeriodicJob("workers.privacy.remind_request_deadlines", every_s=4 * 3600),
     PeriodicJob("workers.invitations.send_reminders", every_s=900),
+    PeriodicJob("workers.maintenance.reconcile_remote_transcriptions", every_s=600),
 )
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)

@@ -42,6 +42,22 @@ def seal_audit_log(ctx: JobContext) -> None:
         ctx.logger.info("audit checkpoint signed at size %d", checkpoint.size)
 
 
+@job(queue="maintenance", timeout=900)
+def reconcile_remote_transcriptions(ctx: JobContext) -> None:
+    """Scale-out (issue 9): close the answers whose worker host failed without telling the
+    box (it died, or lost its network), so they say "failed" instead of "queued" forever."""
+    from rq import get_current_job
+
+    from workers.analysis.jobs import reconcile_remote
+
+    current = get_current_job()
+    if current is None:
+        return  # only meaningful inside a worker, with the box's Redis
+    closed = reconcile_remote(ctx.store, current.connection)
+    if closed:
+        ctx.logger.info("%d remote transcriptions closed as failed", closed)
+
+
 @job(queue="maintenance", timeout=6 * 3600, retries=0)
 def verify_blobs(ctx: JobContext) -> None:
     """Decrypt every blob end to end and report the ones that fail authentication.

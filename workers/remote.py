@@ -17,7 +17,8 @@ command line alone (`--egress-allow` for further hosts, such as a log collector)
 Jobs reach the host through the box's Redis on its TLS port (`appliance.queue.
 redis_tls_config`: client certificate required, and the host's own ACL user), on the
 `analysis-remote` queue: the box enqueues `enqueue_transcription(redis, answer_id)`
-(ids only), and `python -m workers.remote --redis HOST:PORT ...` works the queue. rq
+(ids only; `workers.analysis.jobs.enqueue_answer` does, with `[workers] transcription =
+"remote"`), and `python -m workers.remote --redis HOST:PORT ...` works the queue. rq
 keeps the job's state; the box's records change only through the internal API.
 
     python -m workers.remote --box https://box.internal:8444 \\
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, get_current_job
 from rq.job import Job
 
 from appliance import egress, logs
@@ -94,9 +95,21 @@ class InternalApiClient:
     def recording(self, answer_id: int) -> bytes:
         return self._call("GET", f"/answers/{int(answer_id)}/recording")
 
-    def post_transcript(self, answer_id: int, stored: dict[str, Any]) -> None:
-        payload = json.dumps({"transcript": stored}, ensure_ascii=False).encode()
+    def post_transcript(
+        self, answer_id: int, stored: dict[str, Any], job_id: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"transcript": stored}
+        if job_id is not None:
+            body["job_id"] = job_id  # the box closes its JobRun of this job
+        payload = json.dumps(body, ensure_ascii=False).encode()
         self._call("POST", f"/answers/{int(answer_id)}/transcript", payload)
+
+    def post_failure(self, answer_id: int, error: str, job_id: str | None = None) -> None:
+        """Tell the box the answer could not be transcribed (the reason names no content)."""
+        body: dict[str, Any] = {"error": error}
+        if job_id is not None:
+            body["job_id"] = job_id
+        self._call("POST", f"/answers/{int(answer_id)}/failure", json.dumps(body).encode())
 
     def _call(self, method: str, path: str, payload: bytes | None = None) -> bytes:
         request = urllib.request.Request(  # noqa: S310 (https only: the context is TLS)
@@ -119,7 +132,9 @@ class InternalApiClient:
             ) from None
 
 
-def transcribe_answer(client: InternalApiClient, ai: AiSettings, answer_id: int) -> str:
+def transcribe_answer(
+    client: InternalApiClient, ai: AiSettings, answer_id: int, job_id: str | None = None
+) -> str:
     """Transcribe one answer as `workers.analysis.jobs` would, on this host; returns the
     detected or given language (no content: this goes to the log)."""
     from workers.analysis.asr import transcriber
@@ -130,7 +145,7 @@ def transcribe_answer(client: InternalApiClient, ai: AiSettings, answer_id: int)
     audio = load_audio(media)
     del media  # only the samples are needed from here on
     result = transcriber(ai).transcribe(audio, task.get("language"), task.get("prompt"))
-    client.post_transcript(answer_id, result.stored())
+    client.post_transcript(answer_id, result.stored(), job_id)
     return result.language
 
 
@@ -146,19 +161,44 @@ def configure(client: InternalApiClient, ai: AiSettings) -> None:
 
 
 def remote_transcribe(answer_id: int) -> None:
-    """The rq job of a worker host: one answer, through the internal API."""
+    """The rq job of a worker host: one answer, through the internal API. If it fails, the
+    box hears it (`POST .../failure`), so the answer's analysis says failed at step asr
+    instead of waiting for ever; the error still goes to rq's failed registry."""
     if _configured is None:
         raise RuntimeError("workers.remote.configure() was not called in this worker process")
     client, ai = _configured
-    transcribe_answer(client, ai, answer_id)
+    current = get_current_job()
+    job_id = current.id if current is not None else None
+    try:
+        transcribe_answer(client, ai, answer_id, job_id)
+    except Exception as exc:
+        _report_failure(client, answer_id, exc, job_id)
+        raise
 
 
-def enqueue_transcription(redis: Redis, answer_id: int) -> Job:
-    """On the box: hand an answer to the worker hosts (its id only, like every job)."""
+def _report_failure(
+    client: InternalApiClient, answer_id: int, exc: Exception, job_id: str | None
+) -> None:
+    message = " ".join(str(exc).split())[:200]
+    reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    try:
+        client.post_failure(answer_id, reason, job_id)
+    except BoxRefused as refused:  # the box's reconcile_remote closes it from rq's registry
+        log.error("answer %d: the failure could not be reported: %s", answer_id, refused)
+
+
+def enqueue_transcription(redis: Redis, answer_id: int, job_id: str | None = None) -> Job:
+    """On the box: hand an answer to the worker hosts (its id only, like every job);
+    `job_id` is the box's `JobRun.rq_job_id` (`workers.analysis.jobs.enqueue_answer`)."""
     check_payload((answer_id,))
     queue = Queue(REMOTE_QUEUE, connection=redis, serializer=SERIALIZER)
     return queue.enqueue(
-        remote_transcribe, answer_id, job_timeout=3600, result_ttl=DAY, failure_ttl=7 * DAY
+        remote_transcribe,
+        answer_id,
+        job_id=job_id,
+        job_timeout=3600,
+        result_ttl=DAY,
+        failure_ttl=7 * DAY,
     )
 
 

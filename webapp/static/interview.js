@@ -200,16 +200,18 @@
   let take = null; // {answerId, pc, recorder, parts, next, started}
   let countdown = null;
 
+  // Against the clock, not by counting ticks: a busy kiosk PC delays timers, and the
+  // answer time is the job's, not the browser's.
   function timer(seconds, label, done) {
     if (countdown) { clearInterval(countdown); }
-    let left = seconds;
+    const end = performance.now() + seconds * 1000;
     $("iv-phase").textContent = label;
-    $("iv-countdown").textContent = String(left);
+    $("iv-countdown").textContent = String(seconds);
     countdown = setInterval(() => {
-      left -= 1;
+      const left = Math.ceil((end - performance.now()) / 1000 - 0.05);
       $("iv-countdown").textContent = String(Math.max(left, 0));
       if (left <= 0) { clearInterval(countdown); countdown = null; done(); }
-    }, 1000);
+    }, 100);
   }
 
   function waitIce(pc) {
@@ -378,7 +380,9 @@
         take.next = r.data.next; // the box lacks parts: resume from there
       }
     }
-    $("iv-status").textContent = r.ok ? msg("saved") : msg("failed");
+    // A 503 on stop: the media service went away during the answer (its recording is cut).
+    const lost = take.pc && r.status === 503;
+    $("iv-status").textContent = r.ok ? msg("saved") : msg(lost ? "lost" : "failed");
     take = null;
     await refresh();
   }

@@ -253,7 +253,8 @@ def match(
         *(resume.get("languages") or []),
         *(e.get("title") or "" for e in resume.get("experience") or []),
     ]
-    matched, missing = [], []
+    matched: list[str] = []
+    missing: list[str] = []
     wishes = [*job.skills, *job.languages, *job.preferred_certifications]
     for wish in wishes:
         (matched if any(same_thing(wish, h) for h in have if h) else missing).append(wish)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from appliance.backup import Credential, backup, export_keyring, restore
+from appliance.backup import Credential, _safe_members, backup, export_keyring, restore
 from appliance.errors import IntegrityError, SubjectKeyDestroyed, WrongKeyError
 from appliance.personal import UNAVAILABLE
 from appliance.records import Candidate, Comment, Job, OrgUnit
@@ -212,3 +214,64 @@ def test_restored_box_still_verifies_its_signed_audit_log(store: Store, short_tm
         stop_agent(restored.data_dir / "gnupg")
         stop_agent(store.data_dir / "gnupg")
         restored.close()
+
+
+def test_a_forced_restore_with_a_wrong_passphrase_keeps_the_data_that_is_there(
+    store: Store, settings: Settings, short_tmp: Path
+) -> None:
+    """--force clears the dir only once the backup and keyring unlock (issue 9's drill)."""
+    _fill(store)
+    before = _snapshot(store)
+    backup(store, short_tmp / "b.bak")
+    export_keyring(store, short_tmp / "k.krg")
+    store.close()
+    with pytest.raises(WrongKeyError):
+        restore(
+            settings.data_dir,
+            short_tmp / "b.bak",
+            short_tmp / "k.krg",
+            Credential(passphrase="WRONG"),
+            settings.unseal_key_file,
+            force=True,
+        )
+    again = Store.open(settings)
+    assert _snapshot(again) == before
+    again.close()
+
+
+def test_restore_works_where_tarfile_has_no_extraction_filter(
+    store: Store, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's Python is 3.11.2: `extractall(filter=...)` came in 3.11.4."""
+    monkeypatch.setattr("appliance.backup._DATA_FILTER", {})
+    _fill(store)
+    before = _snapshot(store)
+    backup(store, short_tmp / "b.bak")
+    export_keyring(store, short_tmp / "k.krg")
+    restored = _restore(store, short_tmp, "r7", short_tmp / "b.bak", short_tmp / "k.krg")
+    assert _snapshot(restored) == before
+    restored.close()
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "blobs/../../outside"])
+def test_an_archive_entry_outside_the_data_dir_is_refused(name: str) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = b"x"
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw.seek(0)
+    with tarfile.open(fileobj=raw, mode="r|") as tar, pytest.raises(IntegrityError):
+        list(_safe_members(tar))
+
+
+def test_a_link_in_the_archive_is_refused() -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("db/enclave.db")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(info)
+    raw.seek(0)
+    with tarfile.open(fileobj=raw, mode="r|") as tar, pytest.raises(IntegrityError):
+        list(_safe_members(tar))

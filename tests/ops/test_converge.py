@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ops.rollback_release import DRILL_COLUMN, DRILL_REVISION, broken_release
+
 # `make converge` runs it; `make test` not yet (about 15 min on a fresh machine: issue 9).
 pytestmark = [pytest.mark.slow, pytest.mark.converge]
 
@@ -135,11 +137,12 @@ def _host_ruleset(root: Path) -> str:
     return f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
 
 
-def _converge(box: Box, wheelhouse: Path) -> Converge:
+def _converge(box: Box, wheelhouse: Path, *playbook_args: str, log: str = "") -> Converge:
+    """One run of site.yml into the root; its output goes to converge-<n>.log (or `log`)."""
     env = dict(os.environ, ENCLAVE_BUNDLE=str(wheelhouse), ENCLAVE_STATE=str(box.state))
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", str(CONVERGE), "converge", str(box.root)],
+        ["bash", str(CONVERGE), "converge", str(box.root), *playbook_args],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -147,8 +150,7 @@ def _converge(box: Box, wheelhouse: Path) -> Converge:
         cwd=REPO,
     )
     run = Converge(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
-    (box.base / f"converge-{len(box.converges) + 1}.log").write_text(run.output)
-    box.converges.append(run)
+    (box.base / (log or f"converge-{len(box.converges) + 1}.log")).write_text(run.output)
     return run
 
 
@@ -196,6 +198,7 @@ def box() -> Iterator[Box]:
         box.host_ruleset_before = _host_ruleset(box.root)
         for n in (1, 2):
             run = _converge(box, base / "wheelhouse")
+            box.converges.append(run)
             _timing(f"converge {n}", run.seconds)
             if run.returncode != 0:
                 break
@@ -422,6 +425,61 @@ def _health(box: Box, netns: str) -> dict[str, object]:
     return answer
 
 
+def _start_services(
+    box: Box, netns: str, logs: Path, processes: dict[str, subprocess.Popen[bytes]], tag: str = ""
+) -> dict[str, object]:
+    """Start every service from its unit (ExecStartPre first) into `processes`, logging to
+    logs/<service><tag>.log; returns the /healthz answer once ok, a process died, or 5 min."""
+    # The box's own firewall, in the box's own namespace.
+    _run(
+        ["ip", "netns", "exec", netns, "chroot", str(box.root), "nft", "-f", "/etc/nftables.conf"],
+        60,
+    )
+    started = time.monotonic()
+    for service in SERVICES:
+        unit = _unit(box.path(f"{UNIT_DIR}/{service}.service"))
+        for pre in unit.get("ExecStartPre", []):
+            _run(_as_unit(unit, pre, netns, box.root), timeout=300)
+        log = (logs / f"{service}{tag}.log").open("wb")
+        processes[service] = subprocess.Popen(  # noqa: S603
+            _as_unit(unit, unit["ExecStart"][0], netns, box.root),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if service == "enclave-redis":
+            socket = box.path(f"{DATA_DIR}/redis/redis.sock")
+            deadline = time.monotonic() + 30
+            while not socket.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+    health: dict[str, object] = {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes.values()):
+            break
+        health = _health(box, netns)
+        if health.get("status") == "ok":
+            break
+        time.sleep(3)
+    _timing(f"services up{tag.replace('.', ' ')} (healthz ok)", time.monotonic() - started)
+    return health
+
+
+def _stop_services(box: Box, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Front first, then the workers, the queue last (as the supervisor stops them)."""
+    for service in reversed(SERVICES):
+        proc = processes.get(service)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    _kill_all_in(box.root)  # gpg-agent and other children left behind
+
+
 @pytest.fixture(scope="module")
 def running(box: Box) -> Iterator[Running]:
     """The box's services started from their units, until /healthz says ok (or 5 minutes)."""
@@ -435,63 +493,10 @@ def running(box: Box) -> Iterator[Running]:
     _run(["ip", "netns", "add", netns], timeout=30)
     try:
         _run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], timeout=30)
-        # The box's own firewall, in the box's own namespace.
-        _run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                "chroot",
-                str(box.root),
-                "nft",
-                "-f",
-                "/etc/nftables.conf",
-            ],
-            60,
-        )
-        started = time.monotonic()
-        for service in SERVICES:
-            unit = _unit(box.path(f"{UNIT_DIR}/{service}.service"))
-            for pre in unit.get("ExecStartPre", []):
-                _run(_as_unit(unit, pre, netns, box.root), timeout=300)
-            log = (logs / f"{service}.log").open("wb")
-            processes[service] = subprocess.Popen(  # noqa: S603
-                _as_unit(unit, unit["ExecStart"][0], netns, box.root),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            if service == "enclave-redis":
-                socket = box.path(f"{DATA_DIR}/redis/redis.sock")
-                deadline = time.monotonic() + 30
-                while not socket.exists() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-        health: dict[str, object] = {}
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            dead = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
-            if dead:
-                break
-            health = _health(box, netns)
-            if health.get("status") == "ok":
-                break
-            time.sleep(3)
-        _timing("services up (healthz ok)", time.monotonic() - started)
+        health = _start_services(box, netns, logs, processes)
         yield Running(netns, processes, logs, health)
     finally:
-        # Front first, then the workers, the queue last (as the supervisor stops them).
-        for service in reversed(SERVICES):
-            proc = processes.get(service)
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        _kill_all_in(box.root)  # gpg-agent and other children left behind
+        _stop_services(box, processes)
         subprocess.run(["ip", "netns", "del", netns], timeout=30, check=False)
         subprocess.run(["bash", str(CONVERGE), "umount", str(box.root)], timeout=120, check=False)
 
@@ -638,3 +643,159 @@ def test_backup_service_writes_an_encrypted_backup(box: Box, running: Running) -
     assert len(backups) == 1, backups
     assert box.path("/var/backups/enclave/keyring.krg").is_file()
     assert b"SQLite format 3" not in backups[0].read_bytes()
+
+
+# --- the upgrade rollback drill (issue 9, item 2) ------------------------------------
+# Last in the module: it stops the services above, upgrades the box to a broken release
+# (tests/ops/rollback_release.py: a migration that changes the database and raises),
+# and checks that the playbook puts the previous release and its data back.
+
+DRILL_VERSION = "0.1.1"
+RELEASES = "/opt/enclave/releases"
+PYTHON = "/opt/enclave/venv/bin/python"
+MARKER_CODE = "rollback-drill"
+MARKER_NAME = "written before the upgrade"
+OPEN_STORE = (
+    "import json\n"
+    "from sqlalchemy import inspect\n"
+    "from appliance import migrate\n"
+    "from appliance.settings import load_settings\n"
+    "from appliance.store import Store\n"
+    "store = Store.open(load_settings(), pool_size=1)\n"
+)
+WRITE_MARKER = OPEN_STORE + (
+    "from appliance.records.org import OrgKind, OrgUnit\n"
+    "with store.transaction() as s:\n"
+    f"    unit = OrgUnit(kind=OrgKind.HQ, name={MARKER_NAME!r}, code={MARKER_CODE!r})\n"
+    "    s.add(unit)\n"
+    "    s.flush()\n"
+    "    unit.place_under(None)\n"
+    "store.close()\n"
+)
+PROBE = OPEN_STORE + (
+    "from sqlalchemy import select\n"
+    "from appliance.records.org import OrgUnit\n"
+    "with store.transaction() as s:\n"
+    f"    names = list(s.scalars(select(OrgUnit.name).where(OrgUnit.code == {MARKER_CODE!r})))\n"
+    "columns = [col['name'] for col in inspect(store.engine).get_columns('org_units')]\n"
+    "print(json.dumps({'revision': migrate.current_revision(store.engine),\n"
+    "                  'marker': names, 'columns': columns}))\n"
+    "store.close()\n"
+)
+
+
+@dataclass
+class Drill:
+    before: dict[str, object]
+    upgrade: Converge
+    venv_after: str
+    after: dict[str, object]
+    health: dict[str, object]
+    reconverge: Converge
+    ca_before: bytes
+    ca_after: bytes
+
+
+def _probe(box: Box, netns: str) -> dict[str, object]:
+    """The database as the release in appliance_venv opens it with the box's key file."""
+    result = _as_service_user(box, netns, PYTHON, "-c", PROBE)
+    if result.returncode != 0:
+        return {"error": f"exit {result.returncode}: {result.stderr[-3000:]}"}
+    answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def _box_ca(box: Box) -> bytes:
+    """The box's internal CA: browsers and worker hosts (mTLS) trust it; it must survive."""
+    ca = box.path(f"{DATA_DIR}/certs/ca.pem")
+    return ca.read_bytes() if ca.exists() else b""
+
+
+@pytest.fixture(scope="module")
+def drill(box: Box, running: Running) -> Drill:
+    """Marker written, services stopped, converge with the broken release, then: the
+    services started again from their units, the database probed, converge once more."""
+    written = _as_service_user(box, running.netns, PYTHON, "-c", WRITE_MARKER)
+    assert written.returncode == 0, (written.stdout, written.stderr)
+    before = _probe(box, running.netns)
+    assert "error" not in before, before
+    ca_before = _box_ca(box)
+    _stop_services(box, running.processes)
+    broken_release(box.base / "wheelhouse", DRILL_VERSION)
+    upgrade = _converge(
+        box,
+        box.base / "wheelhouse",
+        "-e",
+        f"appliance_version={DRILL_VERSION}",
+        log="converge-broken-upgrade.log",
+    )
+    _timing(f"rollback drill: converge to the broken {DRILL_VERSION}", upgrade.seconds)
+    venv_after = os.readlink(box.path("/opt/enclave/venv"))
+    # The converge unmounted the root's /proc, /dev... on its way out.
+    _run(["bash", str(CONVERGE), "mount", str(box.root)], timeout=120)
+    try:
+        health = _start_services(
+            box, running.netns, running.logs, running.processes, tag=".after-rollback"
+        )
+    except pytest.fail.Exception as failed:  # an ExecStartPre failed: say so in the tests
+        health = {"status": "did not start", "error": str(failed)[-3000:]}
+    after = _probe(box, running.netns)
+    ca_after = _box_ca(box)
+    _stop_services(box, running.processes)
+    reconverge = _converge(box, box.base / "wheelhouse", log="converge-after-rollback.log")
+    _timing("rollback drill: converge after the rollback", reconverge.seconds)
+    _run(["bash", str(CONVERGE), "mount", str(box.root)], timeout=120)
+    return Drill(before, upgrade, venv_after, after, health, reconverge, ca_before, ca_after)
+
+
+def test_a_failed_upgrade_fails_the_play_saying_rolled_back(box: Box, drill: Drill) -> None:
+    """The broken release's migration fails: the play stops, says ROLLED BACK and that the
+    data was restored from the pre-upgrade backup (the migrations had run)."""
+    assert drill.upgrade.returncode != 0, drill.upgrade.output[-8000:]
+    output = drill.upgrade.output
+    assert "ROLLED BACK" in output, output[-8000:]
+    assert "Run the schema migrations" in output
+    stem = f"/var/backups/enclave-upgrade/pre-{DRILL_VERSION}-from-0.1.0"
+    assert f"with the data restored from {stem}.bak" in output, output[-8000:]
+    for suffix in (".bak", ".krg", ".key"):
+        assert box.path(stem + suffix).is_file(), suffix
+    assert drill.upgrade.recap()["failed"] == 1
+
+
+def test_the_rollback_puts_the_previous_release_back(box: Box, drill: Drill) -> None:
+    """appliance_venv links to the release the box ran; the broken one stays for diagnosis."""
+    assert drill.venv_after == f"{RELEASES}/0.1.0"
+    assert box.path(f"{RELEASES}/{DRILL_VERSION}/bin/appliance").is_file()
+
+
+def test_the_rollback_restores_the_data_at_the_previous_revision(drill: Drill) -> None:
+    """The database opens with the key, at the revision before the upgrade, with the data
+    written before it, and nothing of what the failed migration changed."""
+    assert "error" not in drill.after, (drill.after, drill.upgrade.output[-6000:])
+    assert drill.before["marker"] == [MARKER_NAME]
+    assert drill.after["revision"] == drill.before["revision"] != DRILL_REVISION
+    assert drill.after["marker"] == [MARKER_NAME]
+    assert drill.after["columns"] == drill.before["columns"]
+    assert DRILL_COLUMN not in drill.after["columns"]  # type: ignore[operator]
+
+
+def test_the_services_come_back_after_the_rollback(drill: Drill, running: Running) -> None:
+    """The previous release's services start from their units and /healthz says ok."""
+    assert drill.health.get("status") == "ok", (drill.health, _logs(running))
+
+
+def test_the_rollback_keeps_the_box_ca(drill: Drill) -> None:
+    """A rollback must not change the box's identity: the internal CA that browsers and
+    the worker hosts' client certificates (mTLS) trust is the one from before."""
+    assert drill.ca_before, "no CA before the upgrade"
+    assert drill.ca_after == drill.ca_before, "the rollback replaced the box's CA"
+
+
+def test_a_converge_after_the_rollback_changes_nothing(drill: Drill) -> None:
+    """With appliance_version back at the running release, the box is as the play wants it."""
+    assert drill.reconverge.returncode == 0, drill.reconverge.output[-8000:]
+    recap = drill.reconverge.recap()
+    assert recap["changed"] == 0 and recap["failed"] == 0, (
+        recap,
+        changed_tasks(drill.reconverge.output),
+    )

@@ -73,6 +73,8 @@ def child_specs(settings: Settings, certfile: Path, keyfile: Path) -> list[tuple
         str(settings.run_dir),
         "--access-logfile",
         str(data_dir / "logs" / "access.log"),
+        "--logger-class",
+        "webapp.access_log.AccessLogger",  # no candidate link tokens in the access log
         "--error-logfile",
         "-",
         "webapp:create_app()",

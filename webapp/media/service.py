@@ -219,7 +219,7 @@ async def _end(state: MediaState, capture: Capture) -> dict[str, Any]:
         except Exception:
             log.exception("answer %d: closing the connection failed", capture.answer_id)
         if capture.caption is not None:
-            await capture.caption.close()
+            capture.caption.close()
         # The final chunk and its fsyncs (~10 ms) in a thread: when many answers end
         # together, the others' packets keep flowing meanwhile.
         await asyncio.to_thread(_finish_recording, state, capture)
